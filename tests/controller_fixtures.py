@@ -1,0 +1,45 @@
+"""Pytest fixtures that run the controller emulator on a loopback port.
+
+Import them from ``conftest.py`` (or a test module) with
+``from controller_fixtures import *``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ztctl.controller.emulator import ControllerEmulator
+
+EMULATOR_TOKEN = "emulator-test-token"
+
+__all__ = ["EMULATOR_TOKEN", "emulator", "make_emulator"]
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., ControllerEmulator]]:
+    """Return a factory that starts a ``ControllerEmulator`` with the given keyword arguments.
+
+    The token defaults to ``EMULATOR_TOKEN``. Every emulator the factory
+    started is stopped when the test ends.
+    """
+    started: list[ControllerEmulator] = []
+
+    def start_emulator(**kwargs: Any) -> ControllerEmulator:
+        kwargs.setdefault("token", EMULATOR_TOKEN)
+        emulator = ControllerEmulator(**kwargs).start()
+        started.append(emulator)
+        return emulator
+
+    yield start_emulator
+
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator: Callable[..., ControllerEmulator]) -> ControllerEmulator:
+    """A running 1.14.1 emulator with no networks, token ``EMULATOR_TOKEN``."""
+    return make_emulator()

@@ -1,0 +1,207 @@
+"""Exit statuses and messages of the command line on every path, success and failure."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from scenario import ENGINEERING, TOKEN, Workspace, seed_drift_controller
+from ztctl.errors import ExitCode
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'portal.db'}"
+
+
+@pytest.fixture
+def workspace(tmp_path, sqlite_url, emulator):
+    seed_drift_controller(emulator)
+    space = Workspace(tmp_path, sqlite_url, emulator)
+    assert space.run("db", "upgrade").exit_code == ExitCode.OK
+    return space
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_help_lists_every_command(workspace):
+    result = workspace.run("--help")
+    assert result.exit_code == ExitCode.OK
+    for command in ("reconcile", "expire", "sync", "diff", "repair", "unknown", "portal", "db", "demo"):
+        assert command in result.stdout
+
+
+def test_unknown_option_is_usage_error(workspace):
+    result = workspace.run("reconcile", "--no-such-option")
+    assert result.exit_code == ExitCode.USAGE
+    assert "No such option" in result.stderr
+
+
+def test_unknown_command_is_usage_error(workspace):
+    result = workspace.run("reconcil")
+    assert result.exit_code == ExitCode.USAGE
+
+
+def test_bad_output_choice_is_usage_error(workspace):
+    result = workspace.run("--output", "xml", "diff")
+    assert result.exit_code == ExitCode.USAGE
+
+
+def test_invalid_config_exits_3(workspace):
+    workspace.config.write_text("controller:\n  timeout: soon\n", encoding="utf-8")
+    result = workspace.run("reconcile")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "controller.timeout" in result.stderr
+    assert "'soon'" in result.stderr
+
+
+def test_invalid_config_json_error_document(workspace):
+    workspace.config.write_text("nonsense: 1\n", encoding="utf-8")
+    result = workspace.run("--output", "json", "diff")
+    assert result.exit_code == ExitCode.CONFIG
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 3
+    assert document["error"]["type"] == "ConfigError"
+    assert "nonsense" in document["error"]["message"]
+
+
+def test_bad_database_url_exits_3(workspace):
+    workspace.env["ZTCTL_DATABASE_URL"] = "mysql://somewhere/portal"
+    result = workspace.run("diff")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "mysql" in result.stderr
+
+
+def test_controller_unreachable_exits_4(workspace):
+    workspace.env["ZTCTL_CONTROLLER_URL"] = f"http://127.0.0.1:{free_port()}"
+    result = workspace.run("reconcile")
+    assert result.exit_code == ExitCode.CONTROLLER
+    assert "127.0.0.1" in result.stderr
+
+
+def test_wrong_token_exits_4_and_names_source(workspace):
+    workspace.env["ZTCTL_CONTROLLER_TOKEN"] = "wrong-token-value"
+    result = workspace.run("diff")
+    assert result.exit_code == ExitCode.CONTROLLER
+    assert "ZTCTL_CONTROLLER_TOKEN" in result.stderr
+    assert "wrong-token-value" not in result.output
+
+
+def test_build_without_controller_exits_4(tmp_path, sqlite_url, make_emulator):
+    emulator = make_emulator(has_controller=False)
+    workspace = Workspace(tmp_path, sqlite_url, emulator)
+    assert workspace.run("db", "upgrade").exit_code == ExitCode.OK
+    result = workspace.run("diff")
+    assert result.exit_code == ExitCode.CONTROLLER
+    assert "controller" in result.stderr.lower()
+    assert "no networks" not in result.output.lower()
+
+
+def test_token_file_unreadable_exits_3(workspace, tmp_path):
+    workspace.env["ZTCTL_CONTROLLER_TOKEN"] = ""
+    workspace.env["ZTCTL_CONTROLLER_TOKEN_FILE"] = str(tmp_path / "missing.secret")
+    result = workspace.run("diff")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "missing.secret" in result.stderr
+
+
+def test_dry_run_on_missing_sqlite_file_exits_3(workspace, tmp_path):
+    workspace.env["ZTCTL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'never-created.db'}"
+    result = workspace.run("--dry-run", "reconcile")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "db upgrade" in result.stderr
+
+
+def test_db_upgrade_then_schema_current(workspace, tmp_path):
+    workspace.env["ZTCTL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'fresh.db'}"
+    first = workspace.run("db", "upgrade")
+    assert first.exit_code == ExitCode.OK, first.output
+    assert "upgraded" in first.stdout
+    second = workspace.run("db", "upgrade")
+    assert second.exit_code == ExitCode.OK
+    assert "already at" in second.stdout
+
+
+def test_internal_error_exits_5_not_1(workspace, monkeypatch):
+    def explode(job):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("ztctl.engine.stages.reconcile", explode)
+    result = workspace.run("reconcile")
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE
+    assert "internal error" in result.stderr
+    assert "simulated bug" in result.stderr
+
+
+def test_interrupt_exits_130(workspace, monkeypatch):
+    def interrupt(job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ztctl.engine.stages.reconcile", interrupt)
+    result = workspace.run("reconcile")
+    assert result.exit_code == ExitCode.INTERRUPTED
+
+
+def test_declined_confirmation_applies_nothing(workspace, monkeypatch):
+    workspace.load(f"networks:\n  - id: '{ENGINEERING}'\n    memberships:\n      - node: c3d4e5f6a7\n        state: active\n")
+    monkeypatch.setattr("ztctl.cli.runner.stdin_is_terminal", lambda: True)
+    workspace.emulator.clear_requests()
+    result = workspace.run("diff", "--apply", input="n\n")
+    assert result.exit_code == ExitCode.CHANGES_PENDING, result.output
+    assert [r for r in workspace.emulator.requests if r.method != "GET"] == []
+
+
+def test_portal_load_invalid_file_exits_2(workspace, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("networks:\n  - id: 123\n", encoding="utf-8")
+    result = workspace.run("portal", "load", str(bad))
+    assert result.exit_code == ExitCode.USAGE
+    assert "networks[0]" in result.stderr
+
+
+def test_portal_load_missing_file_exits_2(workspace, tmp_path):
+    result = workspace.run("portal", "load", str(tmp_path / "absent.yaml"))
+    assert result.exit_code == ExitCode.USAGE
+    assert "absent.yaml" in result.stderr
+
+
+def test_portal_dump_round_trip(workspace, tmp_path):
+    text = (
+        f"networks:\n  - id: '{ENGINEERING}'\n    name: engineering\n    memberships:\n"
+        "      - node: 0123456789\n        owner: user-17\n        state: active\n"
+        "        activations:\n          - start: 2026-12-04T09:00:00+02:00\n            expires: 2026-12-04T17:00:00Z\n"
+    )
+    workspace.load(text)
+    dumped = workspace.run("portal", "dump")
+    assert dumped.exit_code == ExitCode.OK
+    assert "'0123456789'" in dumped.stdout
+    assert "2026-12-04T07:00:00Z" in dumped.stdout
+    again = tmp_path / "again.yaml"
+    again.write_text(dumped.stdout, encoding="utf-8")
+    reload = workspace.run("--output", "json", "portal", "load", str(again))
+    assert reload.exit_code == ExitCode.OK
+    assert json.loads(reload.stdout)["changes"] == []
+
+
+def test_demo_shows_drift_and_converges():
+    from typer.testing import CliRunner
+
+    from ztctl.cli.app import app
+
+    result = CliRunner().invoke(app, ["demo"], env={"ZTCTL_CONTROLLER_TOKEN": TOKEN})
+    assert result.exit_code == ExitCode.OK, result.output
+    out = result.stdout
+    assert "1. ztctl diff" in out
+    assert "authorized-not-active" in out
+    assert "deauthorize" in out
+    assert "3. ztctl diff again" in out
+    after = out.split("3. ztctl diff again")[1]
+    assert "0 change(s) pending" in after
+    assert "active-not-authorized" not in after
+    assert "the controller now matches the portal" in after

@@ -1,0 +1,3 @@
+from ztctl.cli.app import main
+
+main()

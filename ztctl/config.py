@@ -1,0 +1,399 @@
+"""Settings: file discovery, environment overrides, validation and the controller token.
+
+Settings come from three layers, later ones winning: built-in defaults, one
+YAML file, and ``ZTCTL_*`` environment variables (so cron and CI can run
+ztctl with no file at all). The merged result is validated once by pydantic;
+an invalid value raises ``ConfigError`` naming the key, where it came from,
+the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import platformdirs
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from ztctl.controller.base import is_network_id, is_node_id
+from ztctl.errors import ConfigError
+from ztctl.redact import register_secret
+
+CONFIG_FILE_NAME = "ztctl.yaml"
+DEFAULT_TOKEN_FILE = Path("/var/lib/zerotier-one/authtoken.secret")
+
+# Environment variable -> dotted settings key. The names are part of the
+# command-line contract: cron lines and CI jobs depend on them.
+ENVIRONMENT_KEYS: dict[str, str] = {
+    "ZTCTL_DATABASE_URL": "database.url",
+    "ZTCTL_CONTROLLER_URL": "controller.url",
+    "ZTCTL_CONTROLLER_TOKEN": "controller.token",
+    "ZTCTL_CONTROLLER_TOKEN_FILE": "controller.token_file",
+    "ZTCTL_CONTROLLER_TIMEOUT": "controller.timeout",
+    "ZTCTL_CONTROLLER_CONCURRENCY": "controller.concurrency",
+    "ZTCTL_UNKNOWN_ACTION": "policies.unknown.action",
+}
+SECRET_KEYS = {"controller.token"}
+
+_DURATION_PART = re.compile(r"(\d+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{Path(platformdirs.user_data_dir('ztctl')) / 'portal.db'}"
+
+
+def config_search_path() -> list[Path]:
+    """Return the places searched for a config file when none is named, first match wins."""
+    return [
+        Path.cwd() / CONFIG_FILE_NAME,
+        Path(platformdirs.user_config_dir("ztctl")) / CONFIG_FILE_NAME,
+        Path("/etc/ztctl") / CONFIG_FILE_NAME,
+    ]
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``90``, ``"90s"``, ``"15m"``, ``"1h30m"`` or ``"30d"``; a bare number is seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m, 1h or 30d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"(\d+[smhd])+", value.strip()):
+        seconds = sum(
+            int(amount) * _DURATION_UNITS[unit]
+            for amount, unit in _DURATION_PART.findall(value.strip())
+        )
+    else:
+        raise ValueError("expected a duration such as 90s, 15m, 1h or 30d")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+def _parse_optional_duration(value: object) -> timedelta | None:
+    if value is None or value in ("never", "off"):
+        return None
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(_parse_optional_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(default_factory=default_database_url)
+
+
+class ControllerSettings(_Section):
+    type: Literal["zerotier-one"] = "zerotier-one"
+    url: str = "http://127.0.0.1:9993"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout: float = Field(10.0, gt=0, le=600)
+    """Seconds to wait for one response."""
+    connect_timeout: float = Field(3.0, gt=0, le=120)
+    retries: int = Field(3, ge=0, le=10)
+    """Retries per request on connection errors, 502/503/504 and 429."""
+    concurrency: int = Field(4, ge=1, le=64)
+    """Requests in flight at once; zerotier-one's HTTP server has a listen backlog of 5."""
+    keepalive: bool = False
+    """Reuse connections. Off by default: zerotier-one answers ~60x slower on a reused one."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, such as http://127.0.0.1:9993")
+        return value.rstrip("/")
+
+
+class UnknownMemberPolicy(_Section):
+    action: Literal["report", "deauthorize", "delete"] = "report"
+    """What to do with a member that has no membership in the portal."""
+    grace: Duration = timedelta(hours=1)
+    """Time after the member's creation before ``action`` applies."""
+
+
+class NetworkPolicy(_Section):
+    unknown: UnknownMemberPolicy | None = None
+
+
+class PolicySettings(_Section):
+    purge_after: OptionalDuration = timedelta(days=30)
+    """Delete a deauthorized member whose membership is inactive or removed after this; null never deletes."""
+    unknown: UnknownMemberPolicy = UnknownMemberPolicy()
+    protected_nodes: tuple[str, ...] = ()
+    """Node IDs that are never deauthorized or deleted, on any network."""
+    networks: dict[str, NetworkPolicy] = {}
+    """Per-network overrides, keyed by network ID."""
+
+    @field_validator("protected_nodes", mode="before")
+    @classmethod
+    def _normalise_nodes(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        nodes = [str(node).lower() for node in value]
+        bad = [node for node in nodes if not is_node_id(node)]
+        if bad:
+            raise ValueError(f"node IDs must be 10 hex digits, got {', '.join(map(repr, bad))}")
+        return tuple(nodes)
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _normalise_networks(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        keys = {str(key).lower(): policy for key, policy in value.items()}
+        bad = [key for key in keys if not is_network_id(key)]
+        if bad:
+            raise ValueError(f"network IDs must be 16 hex digits, got {', '.join(map(repr, bad))}")
+        return keys
+
+    def unknown_policy_for(self, network_id: str) -> UnknownMemberPolicy:
+        override = self.networks.get(network_id)
+        if override is not None and override.unknown is not None:
+            return override.unknown
+        return self.unknown
+
+
+class Settings(_Section):
+    database: DatabaseSettings = DatabaseSettings()
+    controller: ControllerSettings = ControllerSettings()
+    policies: PolicySettings = PolicySettings()
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Validated settings and where they came from."""
+
+    settings: Settings
+    path: Path | None
+    """The config file read, or None when none was found."""
+    token_layer: dict[str, Any]
+    """The ``token``/``token_file`` keys of the layer that decides the token, with its description."""
+
+
+@dataclass(frozen=True)
+class ControllerToken:
+    value: SecretStr
+    source: str
+    """Where the token came from, for messages; never the token itself."""
+
+
+def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """Return the config file to read: ``--config``, then ``ZTCTL_CONFIG``, then the search path."""
+    if explicit is not None:
+        return _require_file(explicit, "--config")
+    if environ.get("ZTCTL_CONFIG"):
+        return _require_file(Path(environ["ZTCTL_CONFIG"]), "ZTCTL_CONFIG")
+    for candidate in config_search_path():
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _require_file(path: Path, origin: str) -> Path:
+    path = path.expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} (from {origin}) not found",
+            hint="check the path, or leave it unset to use the defaults and ZTCTL_* variables",
+        )
+    return path
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}",
+            hint="check the file's permissions",
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must contain a mapping of sections (database, controller, policies), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def environment_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Build a nested settings mapping from the ``ZTCTL_*`` variables that are set and not empty."""
+    layer: dict[str, Any] = {}
+    for variable, key in ENVIRONMENT_KEYS.items():
+        value = environ.get(variable)
+        if value:
+            _set_dotted(layer, key, value)
+    return layer
+
+
+def load_settings(
+    explicit_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> LoadedSettings:
+    """Find, read, merge and validate the settings; raise ``ConfigError`` on any problem."""
+    environ = os.environ if environ is None else environ
+    path = find_config_file(explicit_path, environ)
+    file_layer = read_config_file(path) if path else {}
+    env_layer = environment_layer(environ)
+    merged = _deep_merge(file_layer, env_layer)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise _describe_validation_error(exc, path, env_layer) from None
+    _register_database_password(settings.database.url)
+    return LoadedSettings(settings, path, _token_layer(file_layer, env_layer, path))
+
+
+def _register_database_password(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        return
+    if password:
+        register_secret(password)
+        register_secret(unquote(password))
+
+
+def resolve_token(loaded: LoadedSettings) -> ControllerToken:
+    """Return the controller token from the layer that sets it, or from the default token file.
+
+    The environment wins over the file. Within one layer, setting both
+    ``token`` and ``token_file`` is an error, because which one is meant is
+    not clear.
+    """
+    layer = loaded.token_layer
+    origin = layer.get("origin", "")
+    if layer.get("token") and layer.get("token_file"):
+        raise ConfigError(
+            f"both a controller token and a token file are set in {origin}",
+            hint="keep one of them",
+        )
+    if layer.get("token"):
+        value = str(layer["token"]).strip()
+        if not value:
+            raise ConfigError(f"the controller token set in {origin} is empty")
+        register_secret(value)
+        return ControllerToken(SecretStr(value), f"the token in {origin}")
+    if layer.get("token_file"):
+        return read_token_file(Path(str(layer["token_file"])).expanduser(), origin)
+    return read_token_file(DEFAULT_TOKEN_FILE, "the default location")
+
+
+def read_token_file(path: Path, origin: str) -> ControllerToken:
+    source = f"token file {path} (from {origin})"
+    fix = (
+        "set ZTCTL_CONTROLLER_TOKEN, or point ZTCTL_CONTROLLER_TOKEN_FILE or "
+        "controller.token_file at a file ztctl can read"
+    )
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"controller {source} not found", hint=fix) from None
+    except PermissionError:
+        raise ConfigError(
+            f"permission denied reading controller {source}",
+            hint=(
+                "zerotier-one resets its token file to mode 0600 at every start, so run ztctl as root "
+                f"or as the zerotier-one user, or {fix}"
+            ),
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read controller {source}: {exc}", hint=fix) from None
+    if not value:
+        raise ConfigError(f"controller {source} is empty", hint=fix)
+    register_secret(value)
+    return ControllerToken(SecretStr(value), source)
+
+
+def _token_layer(file_layer: dict[str, Any], env_layer: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    env_controller = env_layer.get("controller", {})
+    if "token" in env_controller or "token_file" in env_controller:
+        names = [name for name in ("ZTCTL_CONTROLLER_TOKEN", "ZTCTL_CONTROLLER_TOKEN_FILE")
+                 if ENVIRONMENT_KEYS[name].split(".")[1] in env_controller]
+        return {**_token_keys(env_controller), "origin": " and ".join(names)}
+    file_controller = file_layer.get("controller")
+    if isinstance(file_controller, dict) and ("token" in file_controller or "token_file" in file_controller):
+        return {**_token_keys(file_controller), "origin": f"config file {path}"}
+    return {}
+
+
+def _token_keys(section: dict[str, Any]) -> dict[str, Any]:
+    return {key: section[key] for key in ("token", "token_file") if section.get(key) is not None}
+
+
+def _describe_validation_error(
+    exc: ValidationError, path: Path | None, env_layer: dict[str, Any]
+) -> ConfigError:
+    env_by_key = {key: variable for variable, key in ENVIRONMENT_KEYS.items()}
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if _get_dotted(env_layer, key) is not None:
+            origin = f"environment variable {env_by_key[key]}"
+        else:
+            origin = f"config file {path}" if path else "the defaults"
+        shown = "<hidden>" if key in SECRET_KEYS else repr(error.get("input"))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting; check its spelling against ztctl.example.yaml"
+        problems.append(f"{key} = {shown} ({origin}): {message}")
+    return ConfigError(
+        "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems),
+        hint="ztctl.example.yaml shows every setting with its expected values",
+    )
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+def _get_dotted(source: dict[str, Any], key: str) -> Any:
+    current: Any = source
+    for part in key.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return None
+        current = current[part]
+    return current

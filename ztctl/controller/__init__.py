@@ -1,0 +1,1 @@
+"""Controller backends behind one interface (``base.ControllerClient``)."""

@@ -1,0 +1,15 @@
+"""A loopback emulator of ``zerotier-one``'s network controller API.
+
+``ControllerEmulator`` serves the local API of a 1.14.1 node (or of another
+release, see ``ApiFlavour``) from memory, and ``Fault`` describes failures a
+test can inject. ``ztctl demo`` and the test suite use it in place of a real
+controller. A conformance test replays the recordings of a real 1.14.1
+controller against it.
+"""
+
+from .controller_emulator import ControllerEmulator
+from .faults import Fault
+from .flavour import ApiFlavour
+from .server import RecordedRequest
+
+__all__ = ["ApiFlavour", "ControllerEmulator", "Fault", "RecordedRequest"]

@@ -1,0 +1,25 @@
+"""Pick the controller backend named in the settings."""
+
+from __future__ import annotations
+
+from ztctl.config import ControllerSettings, ControllerToken
+from ztctl.controller.base import ControllerClient
+
+
+def build_controller(
+    settings: ControllerSettings, token: ControllerToken, *, read_only: bool
+) -> ControllerClient:
+    """Create the client for ``settings.type``; a read-only client rejects every write."""
+    from ztctl.controller.zerotier_one import ZeroTierOneClient
+
+    return ZeroTierOneClient(
+        settings.url,
+        token.value.get_secret_value(),
+        read_only=read_only,
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        concurrency=settings.concurrency,
+        retries=settings.retries,
+        keepalive=settings.keepalive,
+        token_source=token.source,
+    )

@@ -1,0 +1,99 @@
+"""The sync stage: read every managed network's members from the controller.
+
+The snapshots it returns feed the later stages of the same run, so a run
+reads each network's member list once. In apply mode the cache
+(``zerotier_memberships``) is rewritten to match, row by row and only where
+something changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ztctl.controller.base import ControllerMember, ControllerNetwork
+from ztctl.engine import portal_state
+from ztctl.engine.job import Job
+from ztctl.engine.model import NetworkReport, StageResult
+from ztctl.errors import ControllerResponseError, NetworkNotFound
+
+log = logging.getLogger(__name__)
+
+STAGE = "sync"
+
+
+@dataclass(frozen=True)
+class NetworkSnapshot:
+    """One managed network as read from the controller, or the error that prevented reading it."""
+
+    network_id: str
+    portal_name: str
+    network: ControllerNetwork | None = None
+    members: tuple[ControllerMember, ...] = ()
+    error: str | None = None
+
+
+def run_sync(job: Job, *, write_cache: bool = True) -> tuple[StageResult, list[NetworkSnapshot]]:
+    """Read every managed network; write the cache when ``write_cache`` is set and the run may write."""
+    now = job.now()
+    result = StageResult(STAGE, job.mode, now)
+    snapshots = []
+    with job.sessions() as session:
+        networks = [(network.id, network.name) for network in portal_state.managed_networks(session)]
+    for network_id, portal_name in networks:
+        snapshot = read_network(job, network_id, portal_name)
+        snapshots.append(snapshot)
+        report = NetworkReport(network_id, name=portal_name)
+        result.networks.append(report)
+        if snapshot.error is not None:
+            report.error = snapshot.error
+            result.counts.errors += 1
+            continue
+        assert snapshot.network is not None
+        report.name = snapshot.network.name or portal_name
+        report.private = snapshot.network.private
+        report.member_count = len(snapshot.members)
+        result.counts.networks_processed += 1
+        if write_cache:
+            report.cache_changes = _write_cache(job, snapshot, dry_run=job.mode.is_read_only)
+    return result, snapshots
+
+
+def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot:
+    """Read one network and its members; a per-network failure becomes the snapshot's error."""
+    client = job.require_controller()
+    try:
+        network = client.get_network(network_id)
+        with job.sessions() as session:
+            cached = portal_state.cached_members(session, network_id)
+        members = client.list_members(network_id, cached)
+    except NetworkNotFound:
+        error = (
+            f"network {network_id} is managed in the portal but not on the controller; "
+            "nothing was changed on it"
+        )
+        log.error("%s", error)
+        return NetworkSnapshot(network_id, portal_name, error=error)
+    except ControllerResponseError as exc:
+        log.error("reading network %s failed: %s", network_id, exc)
+        return NetworkSnapshot(network_id, portal_name, error=f"reading the network failed: {exc}")
+    log.debug("network %s: %d members read", network_id, len(members))
+    return NetworkSnapshot(network_id, portal_name, network, tuple(members))
+
+
+def _write_cache(job: Job, snapshot: NetworkSnapshot, *, dry_run: bool) -> int:
+    """Write (or in a read-only run, only count) the network's cache changes; return how many rows."""
+    assert snapshot.network is not None
+    with job.sessions() as session:
+        changes = portal_state.write_network_cache(
+            session, snapshot.network, list(snapshot.members), job.now(), dry_run=dry_run
+        )
+        if not dry_run:
+            session.commit()
+    if changes.total:
+        log.debug(
+            "cache of network %s: %d inserted, %d updated, %d deleted%s",
+            snapshot.network_id, changes.inserted, changes.updated, changes.deleted,
+            " (not written: read-only run)" if dry_run else "",
+        )
+    return changes.total

@@ -1,0 +1,1 @@
+"""Alembic migrations of the portal schema; ``ztctl.portal.db`` runs them."""
