@@ -202,6 +202,6 @@ def test_demo_shows_drift_and_converges():
     assert "deauthorize" in out
     assert "3. ztctl diff again" in out
     after = out.split("3. ztctl diff again")[1]
-    assert "0 change(s) pending" in after
+    assert "0 member(s) to change" in after
     assert "active-not-authorized" not in after
     assert "the controller now matches the portal" in after

@@ -13,8 +13,17 @@ from alembic.runtime.migration import MigrationContext
 
 from db_fixtures import *  # noqa: F403
 from ztctl.portal import db
-from ztctl.portal.db import WriteAccess, alembic_config, create_portal_engine, schema_state, upgrade_schema
+from ztctl.errors import DatabaseError
+from ztctl.portal.db import (
+    WriteAccess,
+    alembic_config,
+    create_portal_engine,
+    ensure_schema,
+    schema_state,
+    upgrade_schema,
+)
 from ztctl.portal.models import Base
+
 
 def schema_differences(engine: sqlalchemy.Engine) -> list[object]:
     with engine.connect() as connection:
@@ -26,12 +35,15 @@ def table_names(engine: sqlalchemy.Engine) -> set[str]:
         return set(sqlalchemy.inspect(connection).get_table_names())
 
 
+HEAD = "0002"
+
+
 def test_upgrade_matches_models(blank_portal_url: str) -> None:
     engine = create_portal_engine(blank_portal_url, access=WriteAccess.ALL)
     revisions = upgrade_schema(engine)
     differences = schema_differences(engine)
     engine.dispose()
-    assert revisions == (None, "0001")
+    assert revisions == (None, HEAD)
     assert differences == []
 
 
@@ -75,7 +87,7 @@ def test_downgrade_and_upgrade_again(blank_portal_url: str) -> None:
     assert tables_at_base <= {"alembic_version"}
     assert state_at_base.is_empty
     assert state_at_base.current_revision is None
-    assert revisions == (None, "0001")
+    assert revisions == (None, HEAD)
     assert differences == []
 
 
@@ -87,10 +99,10 @@ def test_schema_state_transitions(blank_portal_url: str) -> None:
     engine.dispose()
     assert before.is_empty
     assert not before.is_current
-    assert before.head_revision == "0001"
+    assert before.head_revision == HEAD
     assert not after.is_empty
     assert after.is_current
-    assert after.current_revision == "0001"
+    assert after.current_revision == HEAD
 
 
 def test_migrations_run_outside_source_tree(
@@ -114,4 +126,20 @@ def test_offline_sql_for_review() -> None:
     assert "CREATE TABLE networks" in sql
     assert "CONSTRAINT ck_memberships_state CHECK" in sql
     assert "INSERT INTO alembic_version (version_num) VALUES ('0001')" in sql
+    assert "UPDATE alembic_version SET version_num='0002'" in sql
+
+
+def test_schema_behind_is_refused_then_upgraded(blank_portal_url: str) -> None:
+    engine = create_portal_engine(blank_portal_url, access=WriteAccess.ALL)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+    with pytest.raises(DatabaseError) as caught:
+        ensure_schema(engine, create_if_empty=True)
+    revisions = upgrade_schema(engine)
+    state = schema_state(engine)
+    engine.dispose()
+    assert "0001" in str(caught.value)
+    assert "ztctl db upgrade" in str(caught.value) + str(caught.value.hint)
+    assert revisions == ("0001", HEAD)
+    assert state.is_current
 

@@ -116,7 +116,7 @@ def test_sqlite_missing_file_rejected(tmp_path: Path) -> None:
     assert "does not exist yet" in str(raised.value)
     assert str(path) in str(raised.value)
     assert "ztctl db upgrade" in (raised.value.hint or "")
-    assert "--dry-run" in (raised.value.hint or "")
+    assert "portal load" in (raised.value.hint or "")
     assert not path.parent.exists()
 
 
@@ -423,7 +423,7 @@ def test_ensure_schema_creates_empty(blank_portal_url: str, caplog: pytest.LogCa
     state = schema_state(engine)
     engine.dispose()
     assert state.is_current
-    assert any("Created the portal schema" in record.getMessage() for record in caplog.records)
+    assert any("Created a new portal database schema" in record.getMessage() for record in caplog.records)
 
 
 def test_ensure_schema_rejects_empty(blank_portal_url: str) -> None:
@@ -450,16 +450,27 @@ def test_ensure_schema_accepts_current(portal_url: str) -> None:
     engine.dispose()
 
 
+def current_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+SHIPPED_HEAD = current_head()
+
+
 @pytest.fixture
 def newer_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the migrations with a revision 0002, standing in for a future ztctl."""
+    """A copy of the migrations with a revision 9999 on top, standing in for a future ztctl."""
     directory = tmp_path / "migrations"
     shutil.copytree(db.MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
-    (directory / "versions" / "0002_extra.py").write_text(
+    (directory / "versions" / "9999_extra.py").write_text(
         '"""Add a table."""\n'
         "import sqlalchemy as sa\n"
         "from alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "9999"\ndown_revision = "{SHIPPED_HEAD}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade():\n"
         '    op.create_table("ztctl_extra", sa.Column("id", sa.Integer(), primary_key=True))\n\n\n'
         "def downgrade():\n"
@@ -476,10 +487,10 @@ def test_ensure_schema_rejects_behind_head(portal_url: str) -> None:
         ensure_schema(engine, create_if_empty=True)
     state = schema_state(engine)
     engine.dispose()
-    assert "schema revision 0001" in str(raised.value)
-    assert "needs revision 0002" in str(raised.value)
+    assert f"schema revision {SHIPPED_HEAD}" in str(raised.value)
+    assert "needs revision 9999" in str(raised.value)
     assert "ztctl db upgrade" in (raised.value.hint or "")
-    assert state.current_revision == "0001"
+    assert state.current_revision == SHIPPED_HEAD
 
 
 @pytest.mark.usefixtures("newer_migrations")
@@ -488,13 +499,13 @@ def test_upgrade_schema_from_older(portal_url: str) -> None:
     revisions = upgrade_schema(engine)
     state = schema_state(engine)
     engine.dispose()
-    assert revisions == ("0001", "0002")
+    assert revisions == (SHIPPED_HEAD, "9999")
     assert state.is_current
 
 
 def test_upgrade_schema_at_head(portal_url: str) -> None:
     engine = create_portal_engine(portal_url, access=WriteAccess.ALL)
-    assert upgrade_schema(engine) == ("0001", "0001")
+    assert upgrade_schema(engine) == (SHIPPED_HEAD, SHIPPED_HEAD)
     engine.dispose()
 
 

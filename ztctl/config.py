@@ -32,7 +32,7 @@ from pydantic import (
 
 from ztctl.controller.base import is_network_id, is_node_id
 from ztctl.errors import ConfigError
-from ztctl.redact import register_secret
+from ztctl.redact import redact, register_secret
 
 CONFIG_FILE_NAME = "ztctl.yaml"
 DEFAULT_TOKEN_FILE = Path("/var/lib/zerotier-one/authtoken.secret")
@@ -51,7 +51,9 @@ ENVIRONMENT_KEYS: dict[str, str] = {
 SECRET_KEYS = {"controller.token"}
 
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_DURATION_SECONDS = 100 * 365 * 86400
 
 
 def default_database_url() -> str:
@@ -75,6 +77,8 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError("expected a duration such as 90s, 15m, 1h or 30d")
     if isinstance(value, int | float):
         seconds = float(value)
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite duration such as 90s, 15m, 1h or 30d")
     elif isinstance(value, str) and re.fullmatch(r"(\d+[smhd])+", value.strip()):
         seconds = sum(
             int(amount) * _DURATION_UNITS[unit]
@@ -84,15 +88,26 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError("expected a duration such as 90s, 15m, 1h or 30d")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > _MAX_DURATION_SECONDS:
+        raise ValueError("a duration cannot be longer than 100 years")
     return timedelta(seconds=seconds)
 
 
 def _parse_optional_duration(value: object) -> timedelta | None:
-    if value is None or value in ("never", "off"):
+    # YAML reads a bare "off" or "no" as false.
+    if value is None or value is False or value in ("never", "off"):
         return None
     return parse_duration(value)
 
 
+def _reject_bool(value: object) -> object:
+    # pydantic's lax mode reads true as 1; "retries: true" is a mistake, not a count.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+Number = BeforeValidator(_reject_bool)
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 OptionalDuration = Annotated[timedelta | None, BeforeValidator(_parse_optional_duration)]
 
@@ -104,19 +119,34 @@ class _Section(BaseModel):
 class DatabaseSettings(_Section):
     url: str = Field(default_factory=default_database_url)
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg"):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
+        try:
+            urlsplit(value).port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        return value
+
 
 class ControllerSettings(_Section):
     type: Literal["zerotier-one"] = "zerotier-one"
     url: str = "http://127.0.0.1:9993"
     token: SecretStr | None = None
     token_file: Path | None = None
-    timeout: float = Field(10.0, gt=0, le=600)
+    timeout: Annotated[float, Number] = Field(10.0, gt=0, le=600)
     """Seconds to wait for one response."""
-    connect_timeout: float = Field(3.0, gt=0, le=120)
-    retries: int = Field(3, ge=0, le=10)
+    connect_timeout: Annotated[float, Number] = Field(3.0, gt=0, le=120)
+    retries: Annotated[int, Number] = Field(3, ge=0, le=10)
     """Retries per request on connection errors, 502/503/504 and 429."""
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: Annotated[int, Number] = Field(4, ge=1, le=64)
     """Requests in flight at once; zerotier-one's HTTP server has a listen backlog of 5."""
+    cache_max_age: Duration = timedelta(minutes=15)
+    """Without the bulk member list, members whose revision did not change are reused from the cache
+    for at most this long, then read again: a member deleted and created anew can repeat a revision."""
     keepalive: bool = False
     """Reuse connections. Off by default: zerotier-one answers ~60x slower on a reused one."""
 
@@ -124,8 +154,17 @@ class ControllerSettings(_Section):
     @classmethod
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host, such as http://127.0.0.1:9993")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(
+                "expected a base URL without user, password, query or fragment; give the token through "
+                "controller.token_file or ZTCTL_CONTROLLER_TOKEN"
+            )
         return value.rstrip("/")
 
 
@@ -136,8 +175,16 @@ class UnknownMemberPolicy(_Section):
     """Time after the member's creation before ``action`` applies."""
 
 
+class RevocationGuardSettings(_Section):
+    max_share: Annotated[float, Number] = Field(0.5, gt=0, le=1)
+    """Largest share of a network's members that one run may deauthorize (or delete)."""
+    min_count: Annotated[int, Number] = Field(10, ge=0)
+    """Revocations up to this count per network and run are never refused by ``max_share``."""
+
+
 class NetworkPolicy(_Section):
     unknown: UnknownMemberPolicy | None = None
+    """Overrides the keys it sets; the others come from ``policies.unknown``."""
 
 
 class PolicySettings(_Section):
@@ -146,6 +193,9 @@ class PolicySettings(_Section):
     unknown: UnknownMemberPolicy = UnknownMemberPolicy()
     protected_nodes: tuple[str, ...] = ()
     """Node IDs that are never deauthorized or deleted, on any network."""
+    revocation_guard: RevocationGuardSettings = RevocationGuardSettings()
+    overdue_after: Duration = timedelta(minutes=5)
+    """A revocation made later than this after its activation expired is logged as a warning."""
     networks: dict[str, NetworkPolicy] = {}
     """Per-network overrides, keyed by network ID."""
 
@@ -173,15 +223,24 @@ class PolicySettings(_Section):
 
     def unknown_policy_for(self, network_id: str) -> UnknownMemberPolicy:
         override = self.networks.get(network_id)
-        if override is not None and override.unknown is not None:
-            return override.unknown
-        return self.unknown
+        if override is None or override.unknown is None:
+            return self.unknown
+        # Only the keys the override sets replace the global ones: a network
+        # that sets only a grace period keeps the global action.
+        changed = {key: getattr(override.unknown, key) for key in override.unknown.model_fields_set}
+        return self.unknown.model_copy(update=changed)
+
+
+class RunSettings(_Section):
+    time_limit: Duration = timedelta(minutes=5)
+    """Once a run has taken this long it retries nothing and starts no new action; the rest is left for the next run."""
 
 
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     controller: ControllerSettings = ControllerSettings()
     policies: PolicySettings = PolicySettings()
+    run: RunSettings = RunSettings()
 
 
 @dataclass(frozen=True)
@@ -235,7 +294,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        # The error's own text quotes the offending line, which may hold the
+        # token, so only the problem and its position are shown.
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -244,6 +305,24 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"got {type(data).__name__}"
         )
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or "cannot be parsed"
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _check_sections(layer: dict[str, Any], path: Path | None) -> None:
+    """Reject a section that is not a mapping before the environment layer is merged over it."""
+    for name in ("database", "controller", "policies", "run"):
+        if name in layer and layer[name] is not None and not isinstance(layer[name], dict):
+            raise ConfigError(
+                f"config file {path}: section {name!r} must be a mapping of settings, "
+                f"got {type(layer[name]).__name__}"
+            )
 
 
 def environment_layer(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -263,17 +342,22 @@ def load_settings(
     environ = os.environ if environ is None else environ
     path = find_config_file(explicit_path, environ)
     file_layer = read_config_file(path) if path else {}
+    _check_sections(file_layer, path)
     env_layer = environment_layer(environ)
     merged = _deep_merge(file_layer, env_layer)
+    for key in ("database.url", "controller.url"):
+        raw_url = _get_dotted(merged, key)
+        if isinstance(raw_url, str):
+            # Before validation, so that an error quoting an invalid URL hides the password too.
+            _register_url_password(raw_url)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise _describe_validation_error(exc, path, env_layer) from None
-    _register_database_password(settings.database.url)
     return LoadedSettings(settings, path, _token_layer(file_layer, env_layer, path))
 
 
-def _register_database_password(url: str) -> None:
+def _register_url_password(url: str) -> None:
     parts = urlsplit(url)
     try:
         password = parts.password
@@ -303,6 +387,7 @@ def resolve_token(loaded: LoadedSettings) -> ControllerToken:
         if not value:
             raise ConfigError(f"the controller token set in {origin} is empty")
         register_secret(value)
+        _check_token_characters(value, f"the controller token set in {origin}")
         return ControllerToken(SecretStr(value), f"the token in {origin}")
     if layer.get("token_file"):
         return read_token_file(Path(str(layer["token_file"])).expanduser(), origin)
@@ -332,7 +417,21 @@ def read_token_file(path: Path, origin: str) -> ControllerToken:
     if not value:
         raise ConfigError(f"controller {source} is empty", hint=fix)
     register_secret(value)
+    _check_token_characters(value, f"controller {source}")
     return ControllerToken(SecretStr(value), source)
+
+
+def _check_token_characters(value: str, described: str) -> None:
+    """Reject a token that cannot go into an HTTP header, without ever quoting it."""
+    if _TOKEN_CHARACTERS.fullmatch(value):
+        return
+    for line in value.splitlines():
+        register_secret(line.strip())
+    raise ConfigError(
+        f"{described} is not a single token: it holds whitespace, a line break or characters "
+        "outside printable ASCII",
+        hint="the file or variable must hold the API token alone, on one line",
+    )
 
 
 def _token_layer(file_layer: dict[str, Any], env_layer: dict[str, Any], path: Path | None) -> dict[str, Any]:
@@ -362,14 +461,14 @@ def _describe_validation_error(
             origin = f"environment variable {env_by_key[key]}"
         else:
             origin = f"config file {path}" if path else "the defaults"
-        shown = "<hidden>" if key in SECRET_KEYS else repr(error.get("input"))
-        message = error["msg"]
+        shown = "<hidden>" if key in SECRET_KEYS else redact(repr(error.get("input")))
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown setting; check its spelling against ztctl.example.yaml"
+            message = "unknown setting; check its spelling against the README's configuration table"
         problems.append(f"{key} = {shown} ({origin}): {message}")
     return ConfigError(
         "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems),
-        hint="ztctl.example.yaml shows every setting with its expected values",
+        hint="the Configuration section of the README lists every setting and its environment variable",
     )
 
 

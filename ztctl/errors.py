@@ -16,9 +16,11 @@ carries the exit code that the CLI turns it into::
     │       ├── NetworkNotFound
     │       ├── MemberNotFound
     │       └── MemberChanged    the member moved on since the plan was made
+    ├── PortalUnavailable       5  the portal database failed in the middle of a run
     ├── ReadOnlyViolation       5  a write attempted in a read-only run (a bug)
     ├── LockHeld                6
-    └── SafetyRefusal           7
+    ├── SafetyRefusal           7
+    └── Interrupted           130  Ctrl-C or SIGTERM
 
 The engine raises these and never exits; only the CLI maps them to a message
 and an exit status.
@@ -134,6 +136,10 @@ class MemberChanged(ControllerResponseError):
     """The member is not in the state the plan was made from, so the write was not sent."""
 
 
+class PortalUnavailable(ZtctlError):
+    """The portal database failed after the run started; what was done so far is in the log."""
+
+
 class ReadOnlyViolation(ZtctlError):
     """A write was attempted in a dry run or audit; the choke point stopped it."""
 
@@ -144,3 +150,7 @@ class LockHeld(ZtctlError):
 
 class SafetyRefusal(ZtctlError):
     exit_code = ExitCode.REFUSED
+
+
+class Interrupted(ZtctlError):
+    exit_code = ExitCode.INTERRUPTED

@@ -21,14 +21,16 @@ from typer.core import TyperGroup
 from ztctl.cli import jsonout
 from ztctl.cli.options import (
     AuditOption,
+    CliOptions,
     ConfigOption,
     DryRunOption,
+    ForceOption,
     OutputFormat,
     OutputOption,
     QuietOption,
     VerboseOption,
-    CliOptions,
-    merge_options,
+    WaitOption,
+    command,
 )
 from ztctl.cli.render import render_plan, stdout_console
 from ztctl.cli.runner import fail, load_settings_or_fail, require_confirmation_possible, run_engine_command
@@ -50,23 +52,45 @@ class ZtctlGroup(TyperGroup):
 
 
 def _run_group(main: Any, args: Any, prog_name: Any, complete_var: Any, extra: dict[str, Any]) -> int:
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        returned = main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        returned = main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
     except click_exceptions.ClickException as exc:
         exc.show()
+        _emit_json_error(argv, ExitCode.USAGE, "UsageError", exc.format_message())
         return int(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
         print("ztctl: interrupted", file=sys.stderr)
+        _emit_json_error(argv, ExitCode.INTERRUPTED, "Interrupted", "interrupted")
         return int(ExitCode.INTERRUPTED)
     except ZtctlError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
+        _emit_json_error(argv, exc.exit_code, type(exc).__name__, str(exc))
         return int(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for the exit status
-        log.critical("internal error, the run stopped early: %s", redact(f"{type(exc).__name__}: {exc}"),
-                     exc_info=True)
+        message = redact(f"{type(exc).__name__}: {exc}")
+        log.critical("internal error, the run stopped early: %s", message, exc_info=True)
+        _emit_json_error(argv, ExitCode.PARTIAL_FAILURE, "InternalError", f"internal error: {message}")
         return int(ExitCode.PARTIAL_FAILURE)
     # Typer returns the exit code of typer.Exit, and None when a command returns normally.
     return returned if isinstance(returned, int) else 0
+
+
+def _emit_json_error(argv: list[str], code: ExitCode, kind: str, message: str) -> None:
+    """Print the JSON error document for a failure that happened before a command could print one."""
+    wants_json = any(
+        arg in ("--output=json", "-ojson") or (arg in ("--output", "-o") and following == "json")
+        for arg, following in zip(argv, [*argv[1:], ""], strict=True)
+    )
+    if not wants_json:
+        return
+    command = next((arg for arg in argv if arg in _COMMAND_NAMES), "unknown")
+    document = jsonout.base_document(command, "unknown", int(code))
+    document["error"] = {"type": kind, "message": redact(message), "hint": "see ztctl --help"}
+    jsonout.emit(document)
+
+
+_COMMAND_NAMES = ("reconcile", "expire", "sync", "diff", "repair", "unknown", "portal", "db", "demo")
 
 
 app = typer.Typer(
@@ -93,63 +117,46 @@ def main_callback(
     output: OutputOption = None,
     verbose: VerboseOption = 0,
     quiet: QuietOption = False,
+    wait: WaitOption = None,
+    force: ForceOption = False,
 ) -> None:
     ctx.obj = CliOptions(
         config=config, dry_run=dry_run, audit=audit, output=output or OutputFormat.TABLE,
-        verbose=verbose, quiet=quiet,
+        verbose=verbose, quiet=quiet, wait=wait, force=force,
     )
 
 
-def _options(ctx: typer.Context, **given: Any) -> CliOptions:
-    return merge_options(ctx, **given)
-
-
-@app.command()
-def reconcile(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app)
+def reconcile(options: CliOptions) -> None:
     """Run the whole job: expire, sync, diff and repair, unknown."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     run_engine_command(options, "reconcile", stages.reconcile)
 
 
-@app.command()
-def expire(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app)
+def expire(options: CliOptions) -> None:
     """End activations past their expiry, deauthorizing their members first."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     run_engine_command(options, "expire", stages.expire)
 
 
-@app.command()
-def sync(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app)
+def sync(options: CliOptions) -> None:
     """Read every managed network's members from the controller into the cache."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     run_engine_command(options, "sync", stages.sync)
 
 
-@app.command()
+@command(app)
 def diff(
-    ctx: typer.Context,
+    options: CliOptions,
     apply: Annotated[bool, typer.Option("--apply", help="Repair the drift shown, after a confirmation.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="With --apply: do not ask for confirmation.")] = False,
-    config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
 ) -> None:
     """Show drift between the portal and the controller per network; exit 1 when there is some."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     try:
         mode = options.mode
         if mode is Mode.APPLY and not apply:
             mode = Mode.DRY_RUN
         if mode is Mode.APPLY:
-            require_confirmation_possible(yes or options.is_json)
+            require_confirmation_possible(yes, json_output=options.is_json)
     except ZtctlError as exc:
         fail(options, "diff", exc)
     shown = {"plan": False}
@@ -167,38 +174,27 @@ def diff(
     )
 
 
-@app.command()
-def repair(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app)
+def repair(options: CliOptions) -> None:
     """Apply the repairs that `diff` shows, without the tables."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     run_engine_command(options, "repair", stages.repair)
 
 
-@app.command()
-def unknown(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app)
+def unknown(options: CliOptions) -> None:
     """List and flag members that no one in the portal knows, and apply the unknown-member policy."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     run_engine_command(options, "unknown", stages.unknown)
 
 
-@portal_app.command("load")
+@command(portal_app, "load")
 def portal_load(
-    ctx: typer.Context,
+    options: CliOptions,
     file: Annotated[Path, typer.Argument(help="Portal file, YAML or JSON (by its .json suffix).")],
-    config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
 ) -> None:
     """Make the portal database match FILE, all or nothing."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     loaded = load_settings_or_fail(options, "portal load")
     try:
-        result = load_portal_file(loaded, file, mode=options.mode)
+        result = load_portal_file(loaded, file, mode=options.mode, wait=options.wait, force=options.force)
     except ZtctlError as exc:
         fail(options, "portal load", exc)
     if options.is_json:
@@ -214,13 +210,9 @@ def portal_load(
         console.print(f"portal {verb} from {result.source}: {result.describe()}")
 
 
-@portal_app.command("dump")
-def portal_dump(
-    ctx: typer.Context,
-    config: ConfigOption = None, output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(portal_app, "dump", options=("config", "output", "verbose", "quiet"))
+def portal_dump(options: CliOptions) -> None:
     """Write the portal's networks and memberships to stdout, as YAML (or JSON with --output json)."""
-    options = _options(ctx, config=config, dry_run=False, audit=False, output=output, verbose=verbose, quiet=quiet)
     loaded = load_settings_or_fail(options, "portal dump")
     try:
         text = dump_portal_text(loaded, "json" if options.is_json else "yaml")
@@ -229,16 +221,12 @@ def portal_dump(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-@db_app.command("upgrade")
-def db_upgrade(
-    ctx: typer.Context, config: ConfigOption = None, dry_run: DryRunOption = False, audit: AuditOption = False,
-    output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(db_app, "upgrade", options=("config", "dry_run", "audit", "output", "verbose", "quiet", "wait"))
+def db_upgrade(options: CliOptions) -> None:
     """Create the portal database or upgrade its schema to this version of ztctl."""
-    options = _options(ctx, config=config, dry_run=dry_run, audit=audit, output=output, verbose=verbose, quiet=quiet)
     loaded = load_settings_or_fail(options, "db upgrade")
     try:
-        result = upgrade_database(loaded, mode=options.mode)
+        result = upgrade_database(loaded, mode=options.mode, wait=options.wait)
     except ZtctlError as exc:
         fail(options, "db upgrade", exc)
     if options.is_json:
@@ -251,14 +239,11 @@ def db_upgrade(
         print(f"{result.database}: schema upgraded from {result.from_revision or 'empty'} to {result.to_revision}")
 
 
-@app.command()
-def demo(
-    ctx: typer.Context, output: OutputOption = None, verbose: VerboseOption = 0, quiet: QuietOption = False,
-) -> None:
+@command(app, options=("output", "verbose", "quiet"))
+def demo(options: CliOptions) -> None:
     """Run the whole job against the built-in controller emulator, with a sample portal."""
     from ztctl.cli.demo import run_demo
 
-    options = _options(ctx, config=None, dry_run=False, audit=False, output=output, verbose=verbose, quiet=quiet)
     raise typer.Exit(run_demo(options))
 
 

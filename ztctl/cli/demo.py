@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.rule import Rule
+from rich.text import Text
 
 from ztctl.cli import jsonout
 from ztctl.cli.options import CliOptions
@@ -51,7 +52,7 @@ def run_demo(options: CliOptions) -> int:
                 if not options.is_json:
                     console.print(Rule(title))
                     if mode is Mode.APPLY:
-                        render_outcomes(console, result, verbose=True)
+                        render_outcomes(console, result, always_summary=True)
                     else:
                         render_plan(console, result)
             untouched = setup.emulator.members(UNMANAGED) == unmanaged_before
@@ -71,7 +72,7 @@ def run_demo(options: CliOptions) -> int:
     elif converged:
         console.print(Rule("the controller now matches the portal; the unmanaged network was not touched"))
     else:
-        console.print(Rule("[red]the demo did not converge: see the output above[/red]"))
+        console.print(Rule(Text("the demo did not converge: see the output above", style="red")))
     return code
 
 

@@ -1,18 +1,21 @@
 """Options every command accepts, before or after the command name, and logging set-up.
 
-``ztctl --dry-run expire`` and ``ztctl expire --dry-run`` mean the same:
-the group callback stores what it was given in the context, and each command
-merges its own copies of the options over that.
+``ztctl --dry-run expire`` and ``ztctl expire --dry-run`` mean the same: the
+group callback stores what it was given in the context, and ``command``
+adds the same options to each command and merges the two.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,6 +56,23 @@ VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr: -v for actions, -vv for requests.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")]
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="If another run holds the lock, wait up to SECONDS for it instead of exiting with status 6.",
+        show_default=False,
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Apply deauthorizations and deletions that a safety rail would refuse (mass revocation, empty portal).",
+    ),
+]
 
 
 @dataclass
@@ -63,6 +83,8 @@ class CliOptions:
     output: OutputFormat = OutputFormat.TABLE
     verbose: int = 0
     quiet: bool = False
+    wait: float | None = None
+    force: bool = False
 
     @property
     def mode(self) -> Mode:
@@ -79,25 +101,76 @@ class CliOptions:
         return self.output is OutputFormat.JSON
 
 
-def merge_options(
-    ctx: typer.Context,
-    *,
-    config: Path | None,
-    dry_run: bool,
-    audit: bool,
-    output: OutputFormat | None,
-    verbose: int,
-    quiet: bool,
-) -> CliOptions:
+_OPTION_TYPES: dict[str, Any] = {
+    "config": ConfigOption,
+    "dry_run": DryRunOption,
+    "audit": AuditOption,
+    "output": OutputOption,
+    "verbose": VerboseOption,
+    "quiet": QuietOption,
+    "wait": WaitOption,
+    "force": ForceOption,
+}
+
+
+def _option_parameters(names: tuple[str, ...]) -> list[inspect.Parameter]:
+    defaults = CliOptions()
+    parameters = []
+    for name in names:
+        default = None if name == "output" else getattr(defaults, name)
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_OPTION_TYPES[name])
+        )
+    return parameters
+
+
+ALL_OPTIONS = tuple(field.name for field in fields(CliOptions))
+
+
+def command(
+    app: typer.Typer, name: str | None = None, *, options: tuple[str, ...] = ALL_OPTIONS
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``func(options, ...)`` as a command that also takes the shared ``options``.
+
+    The command's own parameters keep their place; the shared ones follow,
+    so every command documents them in its ``--help``.
+    """
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        own = [
+            parameter
+            for parameter in inspect.signature(func, eval_str=True).parameters.values()
+            if parameter.name != "options"
+        ]
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        parameters = [context, *own, *_option_parameters(options)]
+
+        @functools.wraps(func)
+        def wrapper(ctx: typer.Context, **values: Any) -> None:
+            given = {name: values.pop(name) for name in options}
+            func(merge_options(ctx, **given), **values)
+
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        del wrapper.__wrapped__  # type: ignore[attr-defined]
+        app.command(name)(wrapper)
+        return func
+
+    return decorate
+
+
+def merge_options(ctx: typer.Context, **given: Any) -> CliOptions:
     """Combine the options given before the command name with those given after it."""
     base = ctx.obj if isinstance(ctx.obj, CliOptions) else CliOptions()
     options = CliOptions(
-        config=config or base.config,
-        dry_run=dry_run or base.dry_run,
-        audit=audit or base.audit,
-        output=output or base.output,
-        verbose=verbose + base.verbose,
-        quiet=quiet or base.quiet,
+        config=given.get("config") or base.config,
+        dry_run=given.get("dry_run", False) or base.dry_run,
+        audit=given.get("audit", False) or base.audit,
+        output=given.get("output") or base.output,
+        verbose=given.get("verbose", 0) + base.verbose,
+        quiet=given.get("quiet", False) or base.quiet,
+        wait=given.get("wait") if given.get("wait") is not None else base.wait,
+        force=given.get("force", False) or base.force,
     )
     configure_logging(options)
     return options

@@ -31,7 +31,9 @@ def _width(stream: object) -> int | None:
 
 
 def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, width=_width(sys.stdout))
+    # No markup: names and owners come from the portal and the controller, and
+    # a "[/]" in one must print as it is, not crash the table.
+    return Console(file=sys.stdout, highlight=False, markup=False, width=_width(sys.stdout))
 
 
 def stderr_console() -> Console:
@@ -52,9 +54,13 @@ def render_plan(console: Console, result: RunResult, *, dry_run: bool = False) -
     console.print(summary_line(result, dry_run=dry_run))
 
 
-def render_outcomes(console: Console, result: RunResult, *, verbose: bool) -> None:
-    """Print what an apply run did. A run that did nothing prints nothing unless ``verbose``."""
-    _render_errors(console, result)
+def render_outcomes(console: Console, result: RunResult, *, errors: bool = True, always_summary: bool = False) -> None:
+    """Print what an apply run did; a run that did nothing prints nothing, so cron stays quiet.
+
+    ``errors=False`` leaves out the errors, for when the plan printed them already.
+    """
+    if errors:
+        _render_errors(console, result)
     rows = [(stage.stage, outcome) for stage in result.stages for outcome in stage.outcomes]
     if rows:
         table = Table(title="Actions", title_justify="left", expand=False)
@@ -71,16 +77,18 @@ def render_outcomes(console: Console, result: RunResult, *, verbose: bool) -> No
                 outcome.detail or finding.reason,
             )
         console.print(table)
-    if result.command == "sync" and verbose:
-        _render_sync(console, result)
-    if rows or verbose or result.has_errors or result.has_unapplied:
+    if rows or always_summary or result.has_errors or result.has_unapplied or result.has_refusals:
         console.print(summary_line(result))
 
 
 def summary_line(result: RunResult, *, dry_run: bool = False) -> str:
     counts = result.counts
     findings = [f for stage in _plan_stages(result) for f in stage.findings]
-    pending = [f for f in findings if f.pending]
+    # The same member can appear in two stages of a dry run (expire, then repair).
+    to_change = {(f.network_id, f.node_id) for f in findings if f.pending and f.action is not None}
+    unknown_authorized = {
+        (f.network_id, f.node_id) for f in findings if f.kind == "unknown" and f.controller_state.startswith("authorized")
+    }
     parts = [f"{counts.networks_processed} network(s) read"]
     if result.mode is Mode.APPLY and result.stages and any(s.outcomes for s in result.stages):
         parts.append(
@@ -90,8 +98,11 @@ def summary_line(result: RunResult, *, dry_run: bool = False) -> str:
         if counts.skipped:
             parts.append(f"{counts.skipped} skipped")
     else:
-        parts.append(f"{len(pending)} change(s) pending")
-    parts.append(f"{counts.unknown_members} unknown member(s)")
+        parts.append(f"{len(to_change)} member(s) to change")
+    unknown = f"{counts.unknown_members} unknown member(s)"
+    if unknown_authorized:
+        unknown += f", {len(unknown_authorized)} of them authorized"
+    parts.append(unknown)
     if counts.errors:
         parts.append(f"{counts.errors} error(s)")
     if counts.refused:
@@ -126,13 +137,35 @@ def _render_sync(console: Console, result: RunResult) -> None:
             )
 
 
+def _render_previous_failures(console: Console, result: RunResult) -> None:
+    failures = result.previous_failures
+    if not failures:
+        return
+    first = failures[0]
+    console.print(
+        Text(f"the last run (#{first['run_id']}, {first['command']}) left {len(failures)} failure(s):", style="yellow")
+    )
+    for failure in failures:
+        where = " ".join(part for part in (failure["network"], failure["node"], failure["action"]) if part)
+        console.print(Text(f"  {failure['outcome']}: {where}: {failure['detail']}", style="yellow"))
+
+
 def _render_errors(console: Console, result: RunResult) -> None:
+    _render_previous_failures(console, result)
     for stage in result.stages:
         for message in stage.errors:
             console.print(Text(f"error: {message}", style="red"))
         for report in stage.networks:
             if report.error:
                 console.print(Text(f"error: network {report.network_id}: {report.error}", style="red"))
+            if report.refusal:
+                console.print(
+                    Text(
+                        f"refused: network {report.network_id}: {report.refusal}; nothing was changed on it "
+                        "(--force applies it anyway)",
+                        style="red",
+                    )
+                )
 
 
 def _render_network(console: Console, stage: StageResult, report: NetworkReport) -> None:

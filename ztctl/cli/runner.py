@@ -15,16 +15,18 @@ import typer
 
 from ztctl.cli import jsonout
 from ztctl.cli.options import CliOptions
-from ztctl.cli.render import render_outcomes, render_plan, stderr_console, stdout_console
+from ztctl.cli.render import render_outcomes, render_plan, stderr_console, stdout_console, summary_line
 from ztctl.config import LoadedSettings, load_settings
 from ztctl.engine import Job, Mode, RunResult, exit_code_for, open_job
-from ztctl.engine.stages import Confirm
-from ztctl.errors import ExitCode, UsageError, ZtctlError
+from ztctl.errors import ExitCode, Interrupted, UsageError, ZtctlError
 from ztctl.redact import redact
 
 log = logging.getLogger(__name__)
 
 EngineCommand = Callable[[Job], RunResult]
+
+# Commands whose output is their plan, printed even when they also apply it.
+_PLAN_COMMANDS = ("diff", "unknown")
 
 
 def run_engine_command(
@@ -33,15 +35,15 @@ def run_engine_command(
     action: EngineCommand,
     *,
     mode: Mode | None = None,
-    confirm: Confirm | None = None,
     plan_shown: Callable[[], bool] = lambda: False,
 ) -> NoReturn:
     """Open a job, run ``action`` on it, render the result and exit with its status."""
     job: Job | None = None
+    run_mode: Mode | None = mode
     try:
         run_mode = mode or options.mode
         loaded = load_settings(options.config)
-        job = open_job(loaded, command=command, mode=run_mode)
+        job = open_job(loaded, command=command, mode=run_mode, wait=options.wait, force=options.force)
         result = action(job)
         result.run_id = job.recorder.run_id
         code = exit_code_for(result)
@@ -49,11 +51,12 @@ def run_engine_command(
     except ZtctlError as exc:
         if job is not None:
             job.finish(None, exc.exit_code, error=redact(str(exc)))
-        fail(options, command, exc)
-    except KeyboardInterrupt:
+        fail(options, command, exc, mode=run_mode)
+    except (KeyboardInterrupt, typer.Abort):
+        # typer.Abort is Ctrl-C or end of input at the confirmation question.
         if job is not None:
             job.finish(None, ExitCode.INTERRUPTED, error="interrupted")
-        raise
+        fail(options, command, Interrupted("interrupted; the run stopped early"), mode=run_mode)
     except BaseException as exc:
         if job is not None:
             job.finish(None, ExitCode.PARTIAL_FAILURE, error=redact(f"{type(exc).__name__}: {exc}"))
@@ -66,24 +69,25 @@ def run_engine_command(
 
 
 def render_result(options: CliOptions, result: RunResult, code: int, *, plan_shown: bool = False) -> None:
+    log.info("%s: %s", result.command, summary_line(result))
     if options.is_json:
         jsonout.emit(jsonout.run_document(result, code))
         return
     console = stdout_console()
-    show_plan = result.mode.is_read_only or result.command == "diff"
+    show_plan = result.mode.is_read_only or result.command in _PLAN_COMMANDS
     if show_plan and not plan_shown:
         render_plan(console, result, dry_run=options.dry_run)
     if not result.mode.is_read_only:
-        render_outcomes(console, result, verbose=options.verbose > 0)
+        render_outcomes(console, result, errors=not show_plan)
 
 
-def fail(options: CliOptions, command: str, error: ZtctlError) -> NoReturn:
+def fail(options: CliOptions, command: str, error: ZtctlError, *, mode: Mode | None = None) -> NoReturn:
     """Report ``error`` on stderr (and as a JSON document with ``--output json``) and exit with its code."""
-    report_error(options, command, error)
+    report_error(options, command, error, mode=mode)
     raise typer.Exit(error.exit_code)
 
 
-def report_error(options: CliOptions, command: str, error: BaseException) -> None:
+def report_error(options: CliOptions, command: str, error: BaseException, *, mode: Mode | None = None) -> None:
     code = error.exit_code if isinstance(error, ZtctlError) else ExitCode.PARTIAL_FAILURE
     console = stderr_console()
     console.print(f"[red]error:[/red] {_escape(redact(str(error)))}")
@@ -91,20 +95,28 @@ def report_error(options: CliOptions, command: str, error: BaseException) -> Non
     if hint:
         console.print(f"[dim]hint:[/dim] {_escape(redact(hint))}")
     if options.is_json:
-        try:
-            mode = str(options.mode)
-        except UsageError:
-            mode = "unknown"
-        jsonout.emit(jsonout.base_document(command, mode, int(code), error))
+        if mode is None:
+            try:
+                mode = options.mode
+            except UsageError:
+                mode = None
+        jsonout.emit(jsonout.base_document(command, str(mode) if mode else "unknown", int(code), error))
 
 
 def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def require_confirmation_possible(yes: bool) -> None:
-    """Reject ``--apply`` without ``--yes`` when no one is at a terminal to answer."""
-    if not yes and not stdin_is_terminal():
+def require_confirmation_possible(yes: bool, *, json_output: bool) -> None:
+    """Reject ``--apply`` without ``--yes`` when no one can answer the question, or its answer would spoil JSON."""
+    if yes:
+        return
+    if json_output:
+        raise UsageError(
+            "--apply with --output json needs --yes, because a question would corrupt the JSON on stdout",
+            hint="add --yes, or drop --output json to answer the question",
+        )
+    if not stdin_is_terminal():
         raise UsageError(
             "--apply asks for confirmation, but stdin is not a terminal",
             hint="add --yes to apply without asking, or run `ztctl repair`",

@@ -103,6 +103,7 @@ class ControllerClient(ABC):
     def __init__(self, *, read_only: bool) -> None:
         self.read_only = read_only
         self.stats = RequestStats()
+        self.deadline: float | None = None
 
     @abstractmethod
     def probe(self) -> ControllerStatus:
@@ -126,7 +127,8 @@ class ControllerClient(ABC):
 
         ``cached`` maps node IDs to members read earlier. A backend without a
         bulk list may reuse a cached member whose ``revision`` is unchanged
-        instead of reading it again.
+        instead of reading it again; it then returns that very object, so the
+        caller can tell which members were reused.
         """
 
     @abstractmethod
@@ -162,6 +164,10 @@ class ControllerClient(ABC):
         self, network_id: str, node_id: str, *, expected_revision: int | None = None
     ) -> ControllerMember:
         """Delete an existing member and return its last state."""
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Stop retrying once ``time.monotonic()`` passes ``deadline``: the run's time limit."""
+        self.deadline = deadline
 
     def close(self) -> None:
         """Release connections; the default has none to release."""

@@ -144,6 +144,8 @@ class HttpSession:
         self.hints = hints
         self.sleep: Callable[[float], None] = time.sleep
         """Waits between retries; tests replace it to record the waits instead."""
+        self.deadline: float | None = None
+        """``time.monotonic()`` value after which no request is retried: the run's time limit."""
         self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -283,7 +285,7 @@ class HttpSession:
 
     def _retry_loop(self, operation: Callable[[bool], T]) -> T:
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1),
+            stop=tenacity.stop_after_attempt(self.retries + 1) | self._past_deadline,
             wait=self._wait,
             retry=tenacity.retry_if_exception_type(TransientFailure),
             sleep=lambda seconds: self.sleep(seconds),
@@ -310,6 +312,16 @@ class HttpSession:
             f"after {attempts_text}: {failure.reason}",
             hint=self.hints.unreachable,
         )
+
+    def _past_deadline(self, retry_state: tenacity.RetryCallState) -> bool:
+        """Stop retrying when the wait before the next attempt would end past the run's deadline."""
+        if self.deadline is None:
+            return False
+        upcoming = retry_state.upcoming_sleep or 0.0
+        if time.monotonic() + upcoming < self.deadline:
+            return False
+        logger.warning("not retrying: the run's time limit is reached")
+        return True
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         failure = retry_state.outcome.exception() if retry_state.outcome else None

@@ -117,6 +117,10 @@ class ZeroTierOneClient(ControllerClient):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, read_only={self.read_only})"
 
+    def set_deadline(self, deadline: float | None) -> None:
+        super().set_deadline(deadline)
+        self.http.deadline = deadline
+
     def close(self) -> None:
         self.http.close()
 
@@ -281,14 +285,13 @@ class ZeroTierOneClient(ControllerClient):
         """Set ``authorized`` to true; ``name`` is sent only with ``create=True`` (stored from 1.14.0)."""
         network_id = normalize_network_id(network_id)
         node_id = normalize_node_id(node_id)
+        attempts = _WriteAttempts()
         if create:
             return self.http.run_with_retries(
-                lambda first_attempt: self._create_authorized(network_id, node_id, name, first_attempt)
+                lambda _first: self._create_authorized(network_id, node_id, name, attempts)
             )
         return self.http.run_with_retries(
-            lambda first_attempt: self._set_authorized(
-                network_id, node_id, True, expected_revision, first_attempt
-            )
+            lambda _first: self._set_authorized(network_id, node_id, True, expected_revision, attempts)
         )
 
     def deauthorize_member(
@@ -296,10 +299,9 @@ class ZeroTierOneClient(ControllerClient):
     ) -> ControllerMember:
         network_id = normalize_network_id(network_id)
         node_id = normalize_node_id(node_id)
+        attempts = _WriteAttempts()
         return self.http.run_with_retries(
-            lambda first_attempt: self._set_authorized(
-                network_id, node_id, False, expected_revision, first_attempt
-            )
+            lambda _first: self._set_authorized(network_id, node_id, False, expected_revision, attempts)
         )
 
     def delete_member(
@@ -307,17 +309,18 @@ class ZeroTierOneClient(ControllerClient):
     ) -> ControllerMember:
         network_id = normalize_network_id(network_id)
         node_id = normalize_node_id(node_id)
-        read_before_delete: list[ControllerMember] = []
+        attempts = _WriteAttempts()
 
-        def attempt(first_attempt: bool) -> ControllerMember:
+        def attempt(_first: bool) -> ControllerMember:
             current = self.api.read_member(network_id, node_id, retry=False)
-            if current is None and read_before_delete:
+            if current is None and attempts.last_read is not None:
                 # An earlier attempt sent the DELETE before its connection broke, and it took effect.
-                return read_before_delete[-1]
+                return attempts.last_read
             current = self._require_member(current, network_id, node_id, "deleted")
-            if first_attempt:
+            if not attempts.sent:
                 self._check_revision(current, expected_revision, "deleted")
-            read_before_delete.append(current)
+            attempts.last_read = current
+            attempts.sent = True
             return self.api.delete_member(current)
 
         return self.http.run_with_retries(attempt)
@@ -328,25 +331,27 @@ class ZeroTierOneClient(ControllerClient):
         node_id: str,
         authorized: bool,
         expected_revision: int | None,
-        first_attempt: bool,
+        attempts: _WriteAttempts,
     ) -> ControllerMember:
         action = "authorize" if authorized else "deauthorize"
         current = self.api.read_member(network_id, node_id, retry=False)
         current = self._require_member(current, network_id, node_id, f"{action}d")
-        # Only the first attempt checks the revision: on a retry, this client's own POST may have
-        # landed before the connection broke and moved it.
-        if first_attempt:
+        # Until a POST has gone out, every attempt checks the revision. After
+        # one, this client's own POST may have landed before the connection
+        # broke and moved the revision, so the member's state decides instead.
+        if not attempts.sent:
             self._check_revision(current, expected_revision, f"{action}d")
         if current.authorized is authorized:
             return current
+        attempts.sent = True
         return self.api.post_member(network_id, node_id, {"authorized": authorized}, kind=action)
 
     def _create_authorized(
-        self, network_id: str, node_id: str, name: str | None, first_attempt: bool
+        self, network_id: str, node_id: str, name: str | None, attempts: _WriteAttempts
     ) -> ControllerMember:
         current = self.api.read_member(network_id, node_id, retry=False)
         if current is not None:
-            if not first_attempt and current.authorized:
+            if attempts.sent and current.authorized:
                 # This client's POST from an earlier attempt created it.
                 return current
             raise MemberChanged(
@@ -362,6 +367,7 @@ class ZeroTierOneClient(ControllerClient):
         body: dict[str, object] = {"authorized": True}
         if name:
             body["name"] = name
+        attempts.sent = True
         return self.api.post_member(network_id, node_id, body, kind="authorize")
 
     def _require_member(
@@ -383,3 +389,12 @@ class ZeroTierOneClient(ControllerClient):
             node_id=member.node_id,
             hint="The member changed after the plan was made; run again to plan from its current state.",
         )
+
+
+class _WriteAttempts:
+    """What the earlier attempts of one conditional write did, for the attempt that retries it."""
+
+    def __init__(self) -> None:
+        self.sent = False
+        """Whether a POST or DELETE went out, so it may have changed the member already."""
+        self.last_read: ControllerMember | None = None

@@ -227,16 +227,16 @@ class _MemberFields:
 
     def integer(self, field: str) -> int:
         value = self.body.get(field)
-        if not _is_int(value):
-            raise self.error(field, value, "an integer")
+        if not _is_int(value) or not 0 <= value <= MAX_REVISION:
+            raise self.error(field, value, f"an integer from 0 to {MAX_REVISION}")
         return value
 
     def time(self, field: str) -> datetime | None:
         value = self.body.get(field)
         if value is None:
             return None
-        if not _is_int(value) or value < 0:
-            raise self.error(field, value, "milliseconds since the Unix epoch")
+        if not _is_int(value) or not 0 <= value <= MAX_TIME_MS:
+            raise self.error(field, value, "milliseconds since the Unix epoch, before the year 10000")
         return datetime_from_ms(value)
 
     def optional_string(self, field: str) -> str | None:
@@ -279,6 +279,12 @@ def _read_node_id(
 
 def _network_error(network_id: str, source: str, problem: str) -> ControllerResponseError:
     return ControllerResponseError(f"network {network_id}: {source} {problem}", network_id=network_id)
+
+
+MAX_REVISION = 2**63 - 1
+"""The largest revision a portal database column can hold (a signed 64-bit integer)."""
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last time Python's datetime can hold."""
 
 
 def _is_int(value: object) -> bool:

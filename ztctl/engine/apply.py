@@ -48,7 +48,7 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
             outcome = Outcome(finding, OutcomeStatus.FAILED, str(exc))
         else:
             outcome = Outcome(finding, OutcomeStatus.APPLIED, revision=member.revision)
-            _update_cache(session, finding, member, now)
+            _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
 
         job.recorder.record(session, stage, finding, outcome, before=_before(finding), after=_after(member))
         session.commit()
@@ -85,10 +85,12 @@ def send_action(client: ControllerClient, finding: Finding) -> ControllerMember:
     raise ValueError(f"action {finding.action} is not a controller write")
 
 
-def _update_cache(session: Any, finding: Finding, member: ControllerMember, now: Any) -> None:
+def _update_cache(session: Any, finding: Finding, member: ControllerMember, now: Any, *, run_id: int | None) -> None:
     if finding.action is ActionKind.DELETE:
         portal_state.forget_cached_member(session, finding.network_id, finding.node_id)
-        portal_state.mark_purged(session, finding.network_id, finding.node_id, now)
+        portal_state.record_deletion(
+            session, finding.network_id, finding.node_id, now, run_id=run_id, reason=finding.reason
+        )
     else:
         portal_state.update_cached_member(session, member, now)
 

@@ -102,7 +102,7 @@ def _member_drift(
             )
         return _finding(
             membership, member, DriftKind.AUTHORIZED_NOT_ACTIVE, ActionKind.DEAUTHORIZE, now,
-            _inactive_reason(membership, state),
+            _inactive_reason(membership, state), revokes_access=True,
         )
     return _retention_drift(member, membership, policy, now)
 
@@ -111,6 +111,10 @@ def _retention_drift(
     member: ControllerMember, membership: MembershipView, policy: DriftPolicy, now: datetime
 ) -> Finding | None:
     if policy.purge_after is None or policy.is_protected(member):
+        return None
+    # Only a membership the portal has switched off or removed is purged: one
+    # that is expired or scheduled may be about to get an activation.
+    if membership.access_state(now) not in ("inactive", "removed"):
         return None
     # A device that keeps trying to join comes back as a new, unauthorized
     # member after a delete. Deleting it again would only repeat forever.
@@ -133,13 +137,20 @@ def find_unknown(
     memberships: dict[str, MembershipView],
     policy: DriftPolicy,
     now: datetime,
+    deletions: dict[str, datetime] | None = None,
 ) -> list[Finding]:
-    """Return a finding for every member that has no membership in the portal, with the policy's action."""
+    """Return a finding for every member that has no membership in the portal, with the policy's action.
+
+    ``deletions`` maps node IDs to when ztctl last deleted them: a member
+    created since is a device that came back on its own, and is not deleted
+    again.
+    """
     findings = []
+    deletions = deletions or {}
     for member in sorted(members, key=lambda m: m.node_id):
         if member.node_id in memberships:
             continue
-        action, reason = _unknown_action(network, member, policy, now)
+        action, reason = _unknown_action(network, member, policy, now, deletions.get(member.node_id))
         findings.append(
             Finding(
                 network_id=member.network_id,
@@ -152,13 +163,18 @@ def find_unknown(
                 name=member.name,
                 expected_revision=member.revision,
                 pending=action is not None or (member.authorized and network.private),
+                revokes_access=action is not None and member.authorized,
             )
         )
     return findings
 
 
 def _unknown_action(
-    network: ControllerNetwork, member: ControllerMember, policy: DriftPolicy, now: datetime
+    network: ControllerNetwork,
+    member: ControllerMember,
+    policy: DriftPolicy,
+    now: datetime,
+    deleted_at: datetime | None,
 ) -> tuple[ActionKind | None, str]:
     unknown = "no membership in the portal"
     if not network.private:
@@ -168,6 +184,11 @@ def _unknown_action(
     rule = policy.unknown
     if rule.action == "report":
         return None, f"{unknown}; policy is report"
+    if deleted_at is not None and (member.created_at is None or member.created_at >= deleted_at):
+        returned = f"{unknown}; came back after ztctl deleted it at {deleted_at:%Y-%m-%d %H:%M}Z"
+        if member.authorized:
+            return ActionKind.DEAUTHORIZE, f"{returned}, and is authorized again"
+        return None, f"{returned}, so it is not deleted again"
     if rule.action == "deauthorize" and not member.authorized:
         return None, f"{unknown}; already deauthorized"
     if member.created_at is None:
@@ -188,6 +209,7 @@ def _finding(
     reason: str,
     *,
     pending: bool = True,
+    revokes_access: bool = False,
 ) -> Finding:
     return Finding(
         network_id=membership.network_id,
@@ -201,6 +223,7 @@ def _finding(
         name=membership.name,
         expected_revision=member.revision if member is not None else None,
         pending=pending,
+        revokes_access=revokes_access,
     )
 
 

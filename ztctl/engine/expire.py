@@ -3,7 +3,8 @@
 For each membership with an open activation past ``expires_at``, the member
 is deauthorized on the controller first and only then is the activation
 ended in the portal. If the controller call fails, the activation stays open
-and the next run tries again, so an expiry is never lost.
+and the next run tries again, so an expiry is never lost. Every revocation
+still to make is reported with how late it is.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ztctl.engine.model import (
     StageResult,
 )
 from ztctl.engine.portal_state import MembershipView
+from ztctl.engine.sync import reusable_cache
 from ztctl.errors import ControllerResponseError, MemberChanged, MemberNotFound
 
 log = logging.getLogger(__name__)
@@ -39,16 +41,17 @@ class _PlannedExpiry:
     network: ControllerNetwork
     finding: Finding
     member: ControllerMember | None
-    """The member as read when planning; None when it was not read or is not on the controller."""
+    """The member as read when planning; None when it is not on the controller."""
+    late: timedelta
+    """How long ago the last of the expired activations ended."""
     deauthorized: bool = False
 
 
 def run_expire(job: Job) -> StageResult:
-    client = job.require_controller()
     now = job.now()
     result = StageResult(STAGE, job.mode, now)
     with job.sessions() as session:
-        due = portal_state.memberships_with_expired_activations(session, now)
+        due = portal_state.memberships_with_expired_activations(session, now, job.problems)
     by_network: dict[str, list[MembershipView]] = defaultdict(list)
     for membership in due:
         by_network[membership.network_id].append(membership)
@@ -56,42 +59,66 @@ def run_expire(job: Job) -> StageResult:
     for network_id, memberships in by_network.items():
         report = NetworkReport(network_id)
         result.networks.append(report)
-        try:
-            network = client.get_network(network_id)
-        except ControllerResponseError as exc:
-            report.error = f"activations left open until the network can be read: {exc}"
-            result.counts.errors += 1
-            log.error("expire on network %s: %s", network_id, report.error)
+        plans = _plan_network(job, result, report, memberships, now)
+        if plans is None:
             continue
-        report.name, report.private = network.name, network.private
-        policy = DriftPolicy.for_network(job.settings.policies, network_id)
-        plans = [_PlannedExpiry(network, *_plan_one(client, network, m, policy, now)) for m in memberships]
         report.findings.extend(plan.finding for plan in plans)
-        if not job.mode.is_read_only:
-            for plan in plans:
-                outcome = _apply_one(job, client, plan, policy)
-                report.outcomes.append(outcome)
-                _count(result, plan, outcome)
+        refusal = _review(job, report, plans)
+        if refusal is not None:
+            _refuse(job, result, report, refusal)
+        elif not job.mode.is_read_only:
+            _apply_network(job, result, report, plans)
         elif job.recorder.enabled:
             _record_findings(job, report)
+        _report_overdue(result, plans)
     return result
 
 
+def _plan_network(
+    job: Job, result: StageResult, report: NetworkReport, memberships: list[MembershipView], now: datetime
+) -> list[_PlannedExpiry] | None:
+    """Read the network and its members once, and plan each membership's expiry; None if unreadable."""
+    client = job.require_controller()
+    network_id = report.network_id
+    try:
+        network = client.get_network(network_id)
+        cached = reusable_cache(job, network_id)
+        members = {member.node_id: member for member in client.list_members(network_id, cached)}
+    except ControllerResponseError as exc:
+        report.error = f"activations left open until the network can be read: {exc}"
+        result.counts.errors += 1
+        log.error("expire on network %s: %s", network_id, report.error)
+        return None
+    report.name, report.private, report.member_count = network.name, network.private, len(members)
+    job.guard.observe(network_id, list(members.values()), sum(1 for m in cached.values() if m.authorized))
+    policy = DriftPolicy.for_network(job.settings.policies, network_id)
+    return [
+        _plan_one(network, membership, members.get(membership.node_id), policy, now) for membership in memberships
+    ]
+
+
 def _plan_one(
-    client: ControllerClient,
     network: ControllerNetwork,
     membership: MembershipView,
+    member: ControllerMember | None,
     policy: DriftPolicy,
     now: datetime,
-) -> tuple[Finding, ControllerMember | None]:
+) -> _PlannedExpiry:
     expired = membership.expired_open_activations(now)
     last_expiry = max(activation.expires_at for activation in expired)
-    still_active = membership.grants_access(now)
-    member = None if still_active else client.get_member(network.id, membership.node_id)
-    if still_active:
+    late = now - last_expiry
+    keeps_access = membership.grants_access(now)
+    revokes = (
+        not keeps_access
+        and member is not None
+        and member.authorized
+        and network.private
+        and not policy.is_protected(member)
+    )
+    if keeps_access:
         reason = "activation expired; another activation is still current, so access stays"
     else:
-        reason = f"activation expired at {last_expiry:%Y-%m-%d %H:%M:%S}Z ({_format_late(now - last_expiry)} ago)"
+        reason = f"activation expired at {last_expiry:%Y-%m-%d %H:%M:%S}Z ({format_late(late)} ago)"
         if member is not None and member.authorized:
             if not network.private:
                 reason += "; public network, so the member is not deauthorized"
@@ -102,15 +129,62 @@ def _plan_one(
         node_id=membership.node_id,
         kind=DriftKind.EXPIRED,
         portal_state=membership.access_state(now),
-        controller_state="not read" if still_active else controller_state(member),
+        controller_state=controller_state(member),
         action=ActionKind.EXPIRE,
         reason=reason,
         owner=membership.owner,
         name=membership.name,
         expected_revision=member.revision if member is not None else None,
         activation_ids=tuple(activation.id for activation in expired),
+        revokes_access=revokes,
     )
-    return finding, member
+    return _PlannedExpiry(network, finding, member, late)
+
+
+def _report_overdue(result: StageResult, plans: list[_PlannedExpiry]) -> None:
+    """Count the revocations past their time that this run did not make, and how late the worst is."""
+    for plan in plans:
+        if not plan.finding.revokes_access or plan.deauthorized:
+            continue
+        result.counts.overdue_revocations += 1
+        late_seconds = int(plan.late.total_seconds())
+        result.counts.max_overdue_seconds = max(result.counts.max_overdue_seconds, late_seconds)
+
+
+def _review(job: Job, report: NetworkReport, plans: list[_PlannedExpiry]) -> str | None:
+    with job.sessions() as session:
+        memberships = portal_state.memberships_by_node(session, report.network_id, [])
+    now = job.now()
+    active = sum(1 for membership in memberships.values() if membership.grants_access(now))
+    return job.guard.review(report.network_id, [plan.finding for plan in plans], active_memberships=active)
+
+
+def _refuse(job: Job, result: StageResult, report: NetworkReport, refusal: str) -> None:
+    """Change nothing on the network: every planned expiry is refused, and the activations stay open."""
+    report.refusal = refusal
+    log.error("network %s: refused: %s; nothing was changed on it", report.network_id, refusal)
+    outcomes = [Outcome(f, OutcomeStatus.REFUSED, f"refused: {refusal}") for f in report.findings]
+    result.counts.refused += len(outcomes)
+    if job.mode.is_read_only:
+        return
+    report.outcomes.extend(outcomes)
+    with job.sessions() as session:
+        for outcome in outcomes:
+            job.recorder.record(session, STAGE, outcome.finding, outcome)
+        session.commit()
+
+
+def _apply_network(job: Job, result: StageResult, report: NetworkReport, plans: list[_PlannedExpiry]) -> None:
+    client = job.require_controller()
+    policy = DriftPolicy.for_network(job.settings.policies, report.network_id)
+    job.check_lock()
+    for plan in plans:
+        if job.past_deadline():
+            job.note_deadline(result, report)
+            return
+        outcome = _apply_one(job, client, plan, policy)
+        report.outcomes.append(outcome)
+        _count(job, result, plan, outcome)
 
 
 def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy: DriftPolicy) -> Outcome:
@@ -135,15 +209,18 @@ def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy:
                 member, note = _revoke(client, plan, policy)
             except ControllerResponseError as exc:
                 # The activation stays open, so the next run tries again.
-                outcome = _not_revoked(finding, exc)
+                outcome = _not_revoked(plan, exc)
                 job.recorder.record(session, STAGE, finding, outcome)
                 session.commit()
                 return outcome
             if member is not None:
                 portal_state.update_cached_member(session, member, now)
 
+        # A membership with an activation still to come stays active, or that
+        # activation would never grant access: an inactive state always wins.
+        scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
         ended = portal_state.end_activations(
-            session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access
+            session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
         )
         outcome = Outcome(
             finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
@@ -151,8 +228,8 @@ def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy:
         )
         after = {"authorized": member.authorized, "revision": member.revision} if member else None
         job.recorder.record(session, STAGE, finding, outcome, after=after)
-        session.commit()
-    log.info("expired member %s on network %s: %s", finding.node_id, finding.network_id, outcome.detail)
+        job.commit_after_write(session, finding)
+    _log_applied(job, plan, outcome)
     return outcome
 
 
@@ -181,21 +258,38 @@ def _revoke(
     return member, "deauthorized"
 
 
-def _not_revoked(finding: Finding, exc: ControllerResponseError) -> Outcome:
+def _not_revoked(plan: _PlannedExpiry, exc: ControllerResponseError) -> Outcome:
+    finding = plan.finding
+    late = format_late(plan.late)
     if isinstance(exc, MemberChanged):
         outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {exc}; the activation stays open")
         log.warning("expire of member %s on network %s: %s", finding.node_id, finding.network_id, outcome.detail)
     else:
         outcome = Outcome(finding, OutcomeStatus.FAILED, f"{exc}; the activation stays open until the next run")
-        log.error("expire of member %s on network %s failed: %s", finding.node_id, finding.network_id, outcome.detail)
+        log.error(
+            "revocation of member %s on network %s failed, %s overdue: %s",
+            finding.node_id, finding.network_id, late, outcome.detail,
+        )
     return outcome
 
 
-def _count(result: StageResult, plan: _PlannedExpiry, outcome: Outcome) -> None:
+def _log_applied(job: Job, plan: _PlannedExpiry, outcome: Outcome) -> None:
+    finding = plan.finding
+    if plan.deauthorized and plan.late > job.settings.policies.overdue_after:
+        log.warning(
+            "member %s on network %s deauthorized %s after its activation expired",
+            finding.node_id, finding.network_id, format_late(plan.late),
+        )
+    else:
+        log.info("expired member %s on network %s: %s", finding.node_id, finding.network_id, outcome.detail)
+
+
+def _count(job: Job, result: StageResult, plan: _PlannedExpiry, outcome: Outcome) -> None:
     if outcome.status is OutcomeStatus.APPLIED:
         result.counts.expired_activations += len(plan.finding.activation_ids)
         if plan.deauthorized:
             result.counts.deauthorized += 1
+            job.guard.record(plan.finding.network_id, plan.finding)
     elif outcome.status is OutcomeStatus.FAILED:
         result.counts.errors += 1
     elif outcome.status is OutcomeStatus.SKIPPED:
@@ -209,7 +303,7 @@ def _record_findings(job: Job, report: NetworkReport) -> None:
         session.commit()
 
 
-def _format_late(late: timedelta) -> str:
+def format_late(late: timedelta) -> str:
     seconds = int(late.total_seconds())
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

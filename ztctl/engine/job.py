@@ -11,21 +11,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ztctl import __version__
 from ztctl.config import LoadedSettings, Settings, resolve_token
 from ztctl.controller.factory import build_controller
 from ztctl.controller.base import ControllerClient, ControllerStatus
-from ztctl.engine.model import Finding, Mode, Outcome, RunResult
-from ztctl.errors import ExitCode
+from ztctl.engine.guard import RevocationGuard
+from ztctl.engine.model import Finding, Mode, NetworkReport, Outcome, RunResult, StageResult
+from ztctl.errors import ExitCode, PortalUnavailable
 from ztctl.portal.db import WriteAccess, create_portal_engine, ensure_schema, session_factory
+from ztctl.portal.lock import RunLock, acquire_run_lock
 from ztctl.portal.models import AuditEntry, Run, utc_now
 
 log = logging.getLogger(__name__)
@@ -94,15 +98,19 @@ class RunRecorder:
     def finish(self, exit_code: int, counts: dict[str, int], error: str | None = None) -> None:
         if not self.enabled or self.run_id is None:
             return
-        with self._sessions() as session:
-            run = session.get(Run, self.run_id)
-            if run is None:
-                return
-            run.finished_at = utc_now()
-            run.exit_code = exit_code
-            run.counts = counts
-            run.error = error
-            session.commit()
+        try:
+            with self._sessions() as session:
+                run = session.get(Run, self.run_id)
+                if run is None:
+                    return
+                run.finished_at = utc_now()
+                run.exit_code = exit_code
+                run.counts = counts
+                run.error = error
+                session.commit()
+        except SQLAlchemyError as exc:
+            # The run's outcome is still in the log and the exit status.
+            log.error("could not record the end of run %s in the portal database: %s", self.run_id, exc)
 
 
 @dataclass
@@ -119,10 +127,58 @@ class Job:
     controller_status: ControllerStatus | None = None
     clock: Callable[[], datetime] = utc_now
     force: bool = False
+    guard: RevocationGuard = field(init=False)
+    problems: list[str] = field(default_factory=list)
+    """Portal rows that could not be used, described for the operator; each makes the run exit 5."""
+    deadline: float | None = None
+    """``time.monotonic()`` value after which the run starts no new action."""
+    lock: RunLock | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.guard = RevocationGuard(self.settings.policies.revocation_guard, force=self.force)
 
     def now(self) -> datetime:
         return self.clock()
+
+    def check_lock(self) -> None:
+        """Raise ``LockHeld`` if this run lost its lock (a dropped database connection), before it acts again."""
+        if self.lock is not None:
+            self.lock.ensure_held()
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def note_deadline(self, result: StageResult, report: NetworkReport) -> None:
+        """Record that the run's time limit stopped a stage before the end of a network's actions."""
+        limit = self.settings.run.time_limit
+        message = (
+            f"run time limit of {int(limit.total_seconds())}s reached on network {report.network_id}; "
+            "the remaining actions are left for the next run"
+        )
+        if message not in result.errors:
+            result.errors.append(message)
+            result.counts.errors += 1
+            log.error("%s", message)
+
+    def commit_after_write(self, session: Session, finding: Finding) -> None:
+        """Commit the record of a change already made on the controller.
+
+        If the portal database fails now, the change is real but unrecorded:
+        say so in the log, which is then the only record, and stop the run.
+        """
+        try:
+            session.commit()
+        except SQLAlchemyError as exc:
+            log.error(
+                "%s of member %s on network %s was applied on the controller, but recording it in the "
+                "portal failed: %s",
+                finding.action, finding.node_id, finding.network_id, exc,
+            )
+            raise PortalUnavailable(
+                f"the portal database failed during the run: {type(exc).__name__}",
+                hint="check the database; the next run reads the controller again and converges",
+            ) from exc
 
     def require_controller(self) -> ControllerClient:
         if self.controller is None:
@@ -148,9 +204,16 @@ def open_job(
     controller: ControllerClient | None = None,
     clock: Callable[[], datetime] = utc_now,
     force: bool = False,
+    wait: float | None = None,
+    create_database: bool = False,
 ) -> Job:
     """Connect to the portal and, when needed, to the controller, with the mode's write access.
 
+    An apply run first takes the run lock, waiting up to ``wait`` seconds
+    for another run to finish, so that only one run acts at a time. Only
+    ``create_database`` lets a missing SQLite file be created: a job that
+    reconciled against a new, empty portal because of a mistyped path would
+    enforce nothing and still succeed.
     ``controller`` replaces the client built from the settings; tests use it.
     The database schema is checked and the controller probed before the run
     is recorded, so a wrong URL or token stops the run before anything is
@@ -158,7 +221,8 @@ def open_job(
     """
     settings = loaded.settings
     url = settings.database.url
-    db_engine = create_portal_engine(url, access=_ACCESS_BY_MODE[mode], create_sqlite_file=mode is Mode.APPLY)
+    create = create_database and mode is Mode.APPLY
+    db_engine = create_portal_engine(url, access=_ACCESS_BY_MODE[mode], create_sqlite_file=create)
     job = Job(
         command=command,
         mode=mode,
@@ -170,8 +234,12 @@ def open_job(
         force=force,
     )
     job._closers.append(db_engine.dispose)
+    job.deadline = time.monotonic() + settings.run.time_limit.total_seconds()
     try:
-        ensure_schema(db_engine, create_if_empty=mode is Mode.APPLY and db_engine.dialect.name == "sqlite")
+        if mode is Mode.APPLY:
+            job.lock = acquire_run_lock(db_engine, wait=wait, owner=run_owner(command))
+            job._closers.append(job.lock.release)
+        ensure_schema(db_engine, create_if_empty=create and db_engine.dialect.name == "sqlite")
         if needs_controller:
             _connect_controller(job, loaded, controller)
         job.recorder.start()
@@ -181,12 +249,18 @@ def open_job(
     return job
 
 
+def run_owner(command: str) -> str:
+    """Describe this run for the lock, so that a second run can say who holds it."""
+    return f"ztctl {command} on {socket.gethostname()} pid {os.getpid()}"
+
+
 def _connect_controller(job: Job, loaded: LoadedSettings, controller: ControllerClient | None) -> None:
     if controller is None:
         token = resolve_token(loaded)
         controller = build_controller(loaded.settings.controller, token, read_only=job.mode.is_read_only)
         job._closers.append(controller.close)
     job.controller = controller
+    controller.set_deadline(job.deadline)
     job.controller_status = controller.probe()
     log.info(
         "controller %s at %s, version %s",
@@ -208,9 +282,13 @@ def exit_code_for(result: RunResult) -> ExitCode:
     if result.has_errors:
         return ExitCode.PARTIAL_FAILURE
     if result.mode is Mode.APPLY:
-        # Pending findings with no action (an unknown member under the
-        # report policy) are for operators to read, not for cron to alert on.
+        # Pending findings with no action (an authorized unknown member under
+        # the report policy) are for operators to read, not for cron to alert on.
         pending = result.has_unapplied
+    elif result.mode is Mode.DRY_RUN and result.command != "diff":
+        # A dry run answers "would the real run change anything?".
+        pending = result.has_actions
     else:
+        # diff and audits report drift, which includes authorized unknown members.
         pending = result.has_pending
     return ExitCode.CHANGES_PENDING if pending else ExitCode.OK

@@ -74,6 +74,8 @@ class Finding:
     """Whether the finding counts as a change still to make (exit status 1 in read-only runs)."""
     activation_ids: tuple[int, ...] = ()
     """For ``expire``: the activations this action ends."""
+    revokes_access: bool = False
+    """Whether the action takes access away from an authorized member; the mass-revocation guard counts these."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +121,8 @@ class NetworkReport:
     findings: list[Finding] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     error: str | None = None
+    refusal: str | None = None
+    """Why a safety rail refused every action on this network in this run."""
     member_count: int | None = None
     cache_changes: int = 0
     """Cache rows that sync wrote, or in a read-only run would write."""
@@ -141,6 +145,7 @@ class NetworkReport:
             "member_count": self.member_count,
             "cache_changes": self.cache_changes,
             "error": self.error,
+            "refusal": self.refusal,
             "findings": [finding.to_dict() for finding in self.findings],
             "outcomes": [outcome.to_dict() for outcome in self.outcomes],
         }
@@ -160,6 +165,10 @@ class JobCounts:
     unknown_members: int = 0
     skipped: int = 0
     refused: int = 0
+    overdue_revocations: int = 0
+    """Revocations past their activation's expiry that the run did not make."""
+    max_overdue_seconds: int = 0
+    """How long ago the most overdue of those activations expired."""
 
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -187,8 +196,6 @@ class StageResult:
 
     @property
     def has_pending(self) -> bool:
-        if self.mode.is_read_only and any(report.cache_changes for report in self.networks):
-            return True
         return any(finding.pending for finding in self.findings)
 
     @property
@@ -212,6 +219,8 @@ class RunResult:
     mode: Mode
     stages: list[StageResult] = field(default_factory=list)
     run_id: int | None = None
+    previous_failures: list[dict[str, Any]] = field(default_factory=list)
+    """Failed and refused actions of the last finished apply run, shown before this run's results."""
 
     @property
     def counts(self) -> JobCounts:
@@ -221,15 +230,33 @@ class RunResult:
                 setattr(total, name, getattr(total, name) + value)
         # A network counts once however many stages processed it.
         total.networks_processed = max((s.counts.networks_processed for s in self.stages), default=0)
+        total.max_overdue_seconds = max((s.counts.max_overdue_seconds for s in self.stages), default=0)
         return total
 
     @property
     def has_pending(self) -> bool:
+        if self.command == "sync" and self.mode.is_read_only and self._has_cache_changes:
+            return True
         return any(stage.has_pending for stage in self.stages)
+
+    @property
+    def _has_cache_changes(self) -> bool:
+        return any(report.cache_changes for stage in self.stages for report in stage.networks)
 
     @property
     def has_unapplied(self) -> bool:
         return any(stage.has_unapplied for stage in self.stages)
+
+    @property
+    def has_actions(self) -> bool:
+        """Whether an apply run of the same plan would change something.
+
+        Cache rows count only for ``sync``, whose whole job they are; for the
+        other commands a stale cache is not drift.
+        """
+        if self.command == "sync" and self._has_cache_changes:
+            return True
+        return any(f.pending and f.action is not None for stage in self.stages for f in stage.findings)
 
     @property
     def has_errors(self) -> bool:

@@ -8,16 +8,17 @@ right before an action.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from ztctl.controller.base import ControllerMember, ControllerNetwork
+from ztctl.controller.base import ControllerMember, ControllerNetwork, is_network_id, is_node_id
 from ztctl.portal.models import (
     Activation,
     ControllerMemberCache,
     ControllerNetworkCache,
+    MemberDeletion,
     Membership,
     Network,
 )
@@ -74,35 +75,92 @@ class MembershipView:
         return tuple(a for a in self.activations if a.ended_at is None and a.expires_at <= now)
 
 
-def managed_networks(session: Session) -> list[Network]:
+# Rows that another program wrote to the portal may not follow ztctl's rules.
+# Access states from the most to the least restrictive: when two rows claim
+# one member, the more restrictive one wins, so a bad row never opens access.
+_RESTRICTIVENESS = {"removed": 0, "inactive": 1}
+
+
+def managed_networks(session: Session, problems: list[str]) -> list[Network]:
+    """Return the networks the portal manages; a row with a malformed ID is skipped and described in ``problems``."""
     statement = select(Network).where(Network.removed_at.is_(None)).order_by(Network.id)
-    return list(session.scalars(statement))
+    networks = []
+    for network in session.scalars(statement):
+        if is_network_id(network.id):
+            networks.append(network)
+        else:
+            problems.append(
+                f"portal network {network.id!r} skipped: a network ID must be 16 lower-case hex digits; "
+                "fix the row (ztctl portal load stores IDs in lower case)"
+            )
+    return networks
 
 
-def memberships_by_node(session: Session, network_id: str) -> dict[str, MembershipView]:
-    """Return every membership of a network, removed ones included, in two queries."""
+def memberships_by_node(session: Session, network_id: str, problems: list[str]) -> dict[str, MembershipView]:
+    """Return every membership of a network, removed ones included, keyed by lower-case node ID.
+
+    Two queries, whatever the number of memberships. A row whose node ID is
+    malformed is skipped, and one that repeats a node ID in another case
+    yields to the more restrictive of the two; both are described in ``problems``.
+    """
     statement = (
         select(Membership)
         .where(Membership.network_id == network_id)
         .options(selectinload(Membership.activations))
     )
-    return {row.node_id: _view(row) for row in session.scalars(statement)}
+    views: dict[str, MembershipView] = {}
+    for row in session.scalars(statement):
+        node_id = (row.node_id or "").lower()
+        if not is_node_id(node_id):
+            problems.append(
+                f"membership {row.id} on network {network_id} skipped: node ID {row.node_id!r} "
+                "is not 10 hex digits; fix the portal row"
+            )
+            continue
+        view = _view(row, node_id)
+        if node_id in views:
+            problems.append(
+                f"network {network_id} has two memberships for node {node_id} (rows {views[node_id].id} "
+                f"and {row.id}); the more restrictive one is used; remove the other"
+            )
+            view = _more_restrictive(views[node_id], view)
+        views[node_id] = view
+    return views
 
 
 def membership_view(session: Session, network_id: str, node_id: str) -> MembershipView | None:
     """Re-read one membership straight from the database, bypassing the session's identity map."""
     statement = (
         select(Membership)
-        .where(Membership.network_id == network_id, Membership.node_id == node_id)
+        .where(Membership.network_id == network_id, func.lower(Membership.node_id) == node_id)
         .options(selectinload(Membership.activations))
         .execution_options(populate_existing=True)
     )
-    row = session.scalars(statement).one_or_none()
-    return _view(row) if row is not None else None
+    views = [_view(row, node_id) for row in session.scalars(statement)]
+    if not views:
+        return None
+    chosen = views[0]
+    for view in views[1:]:
+        chosen = _more_restrictive(chosen, view)
+    return chosen
 
 
-def memberships_with_expired_activations(session: Session, now: datetime) -> list[MembershipView]:
-    """Return the memberships of managed networks that still have an open activation past its expiry."""
+def _more_restrictive(first: MembershipView, second: MembershipView) -> MembershipView:
+    def rank(view: MembershipView) -> int:
+        if view.removed_at is not None:
+            return _RESTRICTIVENESS["removed"]
+        return _RESTRICTIVENESS.get(view.state, 2)
+
+    return second if rank(second) < rank(first) else first
+
+
+def memberships_with_expired_activations(
+    session: Session, now: datetime, problems: list[str]
+) -> list[MembershipView]:
+    """Return the memberships of managed networks that still have an open activation past its expiry.
+
+    Rows with a malformed network or node ID are skipped and described in ``problems``.
+    """
     expired = (
         select(Activation.membership_id)
         .where(
@@ -119,10 +177,20 @@ def memberships_with_expired_activations(session: Session, now: datetime) -> lis
         .options(selectinload(Membership.activations))
         .order_by(Membership.network_id, Membership.node_id)
     )
-    return [_view(row) for row in session.scalars(statement)]
+    views = []
+    for row in session.scalars(statement):
+        node_id = (row.node_id or "").lower()
+        if is_network_id(row.network_id) and is_node_id(node_id):
+            views.append(_view(row, node_id))
+        else:
+            problems.append(
+                f"membership {row.id} ({row.network_id!r}, {row.node_id!r}) has an expired activation "
+                "but a malformed network or node ID, so it cannot be revoked; fix the portal row"
+            )
+    return views
 
 
-def _view(row: Membership) -> MembershipView:
+def _view(row: Membership, node_id: str | None = None) -> MembershipView:
     activations = tuple(
         ActivationView(a.id, a.starts_at, a.expires_at, a.ended_at)
         for a in row.activations
@@ -131,7 +199,7 @@ def _view(row: Membership) -> MembershipView:
     return MembershipView(
         id=row.id,
         network_id=row.network_id,
-        node_id=row.node_id,
+        node_id=node_id or row.node_id,
         owner=row.owner,
         name=row.name,
         state=row.state,
@@ -159,12 +227,31 @@ def end_activations(
     return ended
 
 
-def mark_purged(session: Session, network_id: str, node_id: str, now: datetime) -> None:
+def record_deletion(
+    session: Session, network_id: str, node_id: str, now: datetime, *, run_id: int | None, reason: str
+) -> None:
+    """Leave a tombstone for a member deleted from the controller, and mark its membership purged."""
+    session.add(MemberDeletion(network_id=network_id, node_id=node_id, deleted_at=now, run_id=run_id, reason=reason))
     membership = session.scalars(
         select(Membership).where(Membership.network_id == network_id, Membership.node_id == node_id)
     ).one_or_none()
     if membership is not None:
         membership.purged_at = now
+
+
+def deletions_by_node(session: Session, network_id: str) -> dict[str, datetime]:
+    """Return when ztctl last deleted each member of a network that it ever deleted."""
+    statement = (
+        select(MemberDeletion.node_id, func.max(MemberDeletion.deleted_at))
+        .where(MemberDeletion.network_id == network_id)
+        .group_by(MemberDeletion.node_id)
+    )
+    return {node_id: _aware(deleted_at) for node_id, deleted_at in session.execute(statement)}
+
+
+def _aware(value: datetime) -> datetime:
+    # An aggregate bypasses the column type, so SQLite hands back a naive UTC time.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # The controller cache ------------------------------------------------------
@@ -190,12 +277,17 @@ def _member_from_cache(row: ControllerMemberCache) -> ControllerMember:
     )
 
 
+# The cache's name columns hold 200 characters; a controller stores longer
+# names, and a name is only shown to people, so the cache keeps its start.
+_NAME_LENGTH = 200
+
+
 def _cache_fields(member: ControllerMember) -> dict[str, object]:
     return {
         "authorized": member.authorized,
         "active_bridge": member.active_bridge,
         "revision": member.revision,
-        "name": member.name,
+        "name": member.name[:_NAME_LENGTH] if member.name else member.name,
         "ip_assignments": list(member.ip_assignments),
         "member_created_at": member.created_at,
         "last_authorized_at": member.last_authorized_at,
@@ -221,10 +313,13 @@ def write_network_cache(
     now: datetime,
     *,
     dry_run: bool = False,
+    read_in_full: bool = True,
 ) -> CacheChanges:
     """Make the cache hold exactly ``members`` for the network, rewriting only rows that changed.
 
-    With ``dry_run`` the changes are counted and nothing is touched.
+    ``read_in_full`` says that no member was reused from the cache, which
+    restarts the cache's age. With ``dry_run`` the changes are counted and
+    nothing is touched.
     """
     changes = CacheChanges()
     existing = {
@@ -260,24 +355,31 @@ def write_network_cache(
                 ControllerMemberCache.node_id.in_(vanished),
             )
         )
-    _write_network_row(session, network, len(members), now)
+    _write_network_row(session, network, len(members), now, read_in_full=read_in_full)
     return changes
 
 
-def _write_network_row(session: Session, network: ControllerNetwork, member_count: int, now: datetime) -> None:
+def _write_network_row(
+    session: Session, network: ControllerNetwork, member_count: int, now: datetime, *, read_in_full: bool
+) -> None:
+    name = network.name[:_NAME_LENGTH]
     row = session.get(ControllerNetworkCache, network.id)
     if row is None:
-        session.add(
-            ControllerNetworkCache(
-                id=network.id, name=network.name, private=network.private, member_count=member_count, synced_at=now
-            )
-        )
-        return
-    if (row.name, row.private, row.member_count) != (network.name, network.private, member_count):
-        row.name = network.name
+        row = ControllerNetworkCache(id=network.id, name=name, private=network.private, member_count=member_count)
+        session.add(row)
+    elif (row.name, row.private, row.member_count) != (name, network.private, member_count):
+        row.name = name
         row.private = network.private
         row.member_count = member_count
     row.synced_at = now
+    if read_in_full:
+        row.members_read_at = now
+
+
+def members_read_at(session: Session, network_id: str) -> datetime | None:
+    """Return when the network's members were last read in full, or None if never."""
+    row = session.get(ControllerNetworkCache, network_id)
+    return row.members_read_at if row is not None else None
 
 
 def update_cached_member(session: Session, member: ControllerMember, now: datetime) -> None:

@@ -8,24 +8,29 @@ dry run shows is what an apply run does.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.engine import portal_state
 from ztctl.engine.apply import apply_finding
 from ztctl.engine.drift import DriftPolicy, find_drift, find_unknown
 from ztctl.engine.expire import run_expire
+from ztctl.engine.history import previous_failures
 from ztctl.engine.job import Job
 from ztctl.engine.model import (
     ActionKind,
     DriftKind,
     NetworkReport,
+    Outcome,
     OutcomeStatus,
     RunResult,
     StageResult,
 )
 from ztctl.engine.sync import NetworkSnapshot, run_sync
-from ztctl.errors import ControllerUnreachable
+from ztctl.errors import ControllerUnreachable, PortalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ Confirm = Callable[[RunResult], bool]
 def plan_stage(
     job: Job, stage: str, snapshots: list[NetworkSnapshot], *, drift: bool, unknown: bool
 ) -> StageResult:
-    """Build the findings of ``stage`` for every network that could be read."""
+    """Build the findings of ``stage`` for every network that could be read, and let the guard review them."""
     now = job.now()
     result = StageResult(stage, job.mode, now)
     for snapshot in snapshots:
@@ -46,15 +51,22 @@ def plan_stage(
         report = NetworkReport(network.id, name=network.name or snapshot.portal_name, private=network.private)
         report.member_count = len(snapshot.members)
         with job.sessions() as session:
-            memberships = portal_state.memberships_by_node(session, network.id)
+            memberships = portal_state.memberships_by_node(session, network.id, job.problems)
+            deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
         policy = DriftPolicy.for_network(job.settings.policies, network.id)
         members = list(snapshot.members)
         if drift:
             report.findings.extend(find_drift(network, members, memberships, policy, now))
         if unknown:
-            unknown_findings = find_unknown(network, members, memberships, policy, now)
+            unknown_findings = find_unknown(network, members, memberships, policy, now, deletions)
             report.findings.extend(unknown_findings)
             result.counts.unknown_members += len(unknown_findings)
+        active = sum(1 for membership in memberships.values() if membership.grants_access(now))
+        actionable = [finding for finding in report.findings if finding.action is not None]
+        report.refusal = job.guard.review(network.id, actionable, active_memberships=active)
+        if report.refusal is not None:
+            result.counts.refused += len(actionable)
+            log.error("network %s: refused: %s; nothing was changed on it", network.id, report.refusal)
         result.networks.append(report)
     return result
 
@@ -66,13 +78,11 @@ def apply_stage(job: Job, result: StageResult) -> None:
     answering ends the stage: the remaining actions are left for the next run.
     """
     for report in result.networks:
+        if report.refusal is not None:
+            _record_refusal(job, result.stage, report)
+            continue
         try:
-            for finding in report.findings:
-                if finding.action is None:
-                    continue
-                outcome = apply_finding(job, result.stage, finding)
-                report.outcomes.append(outcome)
-                _count_outcome(result, outcome.finding.action, outcome.status)
+            _apply_report(job, result, report)
         except ControllerUnreachable as exc:
             report.error = f"stopped: {exc}"
             result.errors.append(f"network {report.network_id}: {report.error}")
@@ -81,6 +91,31 @@ def apply_stage(job: Job, result: StageResult) -> None:
             return
         if result.stage == "unknown":
             _flag_unknown(job, report)
+
+
+def _apply_report(job: Job, result: StageResult, report: NetworkReport) -> None:
+    job.check_lock()
+    for finding in report.findings:
+        if finding.action is None:
+            continue
+        if job.past_deadline():
+            job.note_deadline(result, report)
+            return
+        outcome = apply_finding(job, result.stage, finding)
+        report.outcomes.append(outcome)
+        _count_outcome(result, outcome.finding.action, outcome.status)
+        if outcome.status is OutcomeStatus.APPLIED:
+            job.guard.record(report.network_id, finding)
+
+
+def _record_refusal(job: Job, stage: str, report: NetworkReport) -> None:
+    refusal = f"refused: {report.refusal}; run with --force to apply"
+    outcomes = [Outcome(f, OutcomeStatus.REFUSED, refusal) for f in report.findings if f.action is not None]
+    report.outcomes.extend(outcomes)
+    with job.sessions() as session:
+        for outcome in outcomes:
+            job.recorder.record(session, stage, outcome.finding, outcome)
+        session.commit()
 
 
 def record_findings(job: Job, result: StageResult) -> None:
@@ -125,8 +160,6 @@ def _count_outcome(result: StageResult, action: ActionKind | None, status: Outco
             counts.delete_errors += 1
     elif status is OutcomeStatus.SKIPPED:
         counts.skipped += 1
-    elif status is OutcomeStatus.REFUSED:
-        counts.refused += 1
 
 
 def _finish_stage(job: Job, result: StageResult, confirm: Confirm | None, run: RunResult) -> None:
@@ -139,63 +172,90 @@ def _finish_stage(job: Job, result: StageResult, confirm: Confirm | None, run: R
     apply_stage(job, result)
 
 
+def _report_problems(job: Job, run: RunResult) -> None:
+    """Put the portal rows that could not be used in the run's result, once each."""
+    if not job.problems or not run.stages:
+        return
+    stage = run.stages[-1]
+    for problem in dict.fromkeys(job.problems):
+        log.error("%s", problem)
+        stage.errors.append(problem)
+        stage.counts.errors += 1
+    job.problems.clear()
+
+
+def _command(name: str) -> Callable[[Callable[..., RunResult]], Callable[..., RunResult]]:
+    """Wrap a command: carry over the last run's failures, report portal problems, translate database errors."""
+
+    def decorate(body: Callable[..., RunResult]) -> Callable[..., RunResult]:
+        @functools.wraps(body)
+        def run_command(job: Job, **kwargs: object) -> RunResult:
+            run = RunResult(str(kwargs.pop("command", name)), job.mode)
+            try:
+                with job.sessions() as session:
+                    run.previous_failures = previous_failures(session, exclude_run=job.recorder.run_id)
+                body(job, run, **kwargs)
+            except SQLAlchemyError as exc:
+                log.error("portal database error: %s", exc)
+                raise PortalUnavailable(
+                    f"the portal database failed during the run: {type(exc).__name__}",
+                    hint="check the database; the next run reads the controller again and converges",
+                ) from exc
+            _report_problems(job, run)
+            return run
+
+        return run_command
+
+    return decorate
+
+
 # Commands -------------------------------------------------------------------
 
 
-def expire(job: Job) -> RunResult:
-    run = RunResult("expire", job.mode)
-    stage = run_expire(job)
-    if job.mode.is_read_only:
-        record_findings(job, stage)
-    run.stages.append(stage)
-    return run
+@_command("expire")
+def expire(job: Job, run: RunResult) -> None:
+    run.stages.append(run_expire(job))
 
 
-def sync(job: Job) -> RunResult:
-    run = RunResult("sync", job.mode)
+@_command("sync")
+def sync(job: Job, run: RunResult) -> None:
     stage, _ = run_sync(job)
     run.stages.append(stage)
-    return run
 
 
-def diff(job: Job, *, confirm: Confirm | None = None, command: str = "diff") -> RunResult:
+@_command("diff")
+def diff(job: Job, run: RunResult, *, confirm: Confirm | None = None) -> None:
     """Show drift and unknown members; in apply mode, repair them after ``confirm`` agrees."""
-    run = RunResult(command, job.mode)
     sync_stage, snapshots = run_sync(job, write_cache=not job.mode.is_read_only)
     run.stages.append(_errors_only(sync_stage))
-    stage = plan_stage(job, command, snapshots, drift=True, unknown=True)
+    stage = plan_stage(job, run.command, snapshots, drift=True, unknown=True)
     run.stages.append(stage)
     _finish_stage(job, stage, confirm, run)
-    return run
 
 
 def repair(job: Job) -> RunResult:
     return diff(job, command="repair")
 
 
-def unknown(job: Job) -> RunResult:
-    run = RunResult("unknown", job.mode)
+@_command("unknown")
+def unknown(job: Job, run: RunResult) -> None:
     sync_stage, snapshots = run_sync(job, write_cache=not job.mode.is_read_only)
     run.stages.append(_errors_only(sync_stage))
     stage = plan_stage(job, "unknown", snapshots, drift=False, unknown=True)
     run.stages.append(stage)
     _finish_stage(job, stage, None, run)
-    return run
 
 
-def reconcile(job: Job) -> RunResult:
+@_command("reconcile")
+def reconcile(job: Job, run: RunResult) -> None:
     """Run the whole job: expire, sync, diff and repair, unknown."""
-    run = RunResult("reconcile", job.mode)
     run.stages.append(run_expire(job))
-    if job.mode.is_read_only:
-        record_findings(job, run.stages[-1])
     sync_stage, snapshots = run_sync(job)
     run.stages.append(sync_stage)
     for name, drift, unknown_members in (("repair", True, False), ("unknown", False, True)):
         stage = plan_stage(job, name, snapshots, drift=drift, unknown=unknown_members)
         run.stages.append(stage)
         _finish_stage(job, stage, None, run)
-    return run
 
 
 def _errors_only(stage: StageResult) -> StageResult:

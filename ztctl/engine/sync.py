@@ -31,6 +31,8 @@ class NetworkSnapshot:
     network: ControllerNetwork | None = None
     members: tuple[ControllerMember, ...] = ()
     error: str | None = None
+    read_in_full: bool = True
+    """False when the client may have reused cached members instead of reading them."""
 
 
 def run_sync(job: Job, *, write_cache: bool = True) -> tuple[StageResult, list[NetworkSnapshot]]:
@@ -39,7 +41,9 @@ def run_sync(job: Job, *, write_cache: bool = True) -> tuple[StageResult, list[N
     result = StageResult(STAGE, job.mode, now)
     snapshots = []
     with job.sessions() as session:
-        networks = [(network.id, network.name) for network in portal_state.managed_networks(session)]
+        networks = [(network.id, network.name) for network in portal_state.managed_networks(session, job.problems)]
+    if not networks:
+        log.warning("the portal manages no network, so nothing was checked; load one with `ztctl portal load`")
     for network_id, portal_name in networks:
         snapshot = read_network(job, network_id, portal_name)
         snapshots.append(snapshot)
@@ -62,10 +66,13 @@ def run_sync(job: Job, *, write_cache: bool = True) -> tuple[StageResult, list[N
 def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot:
     """Read one network and its members; a per-network failure becomes the snapshot's error."""
     client = job.require_controller()
+    mismatch = _foreign_network(job, network_id)
+    if mismatch is not None:
+        log.error("%s", mismatch)
+        return NetworkSnapshot(network_id, portal_name, error=mismatch)
     try:
         network = client.get_network(network_id)
-        with job.sessions() as session:
-            cached = portal_state.cached_members(session, network_id)
+        cached = reusable_cache(job, network_id)
         members = client.list_members(network_id, cached)
     except NetworkNotFound:
         error = (
@@ -78,7 +85,43 @@ def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot
         log.error("reading network %s failed: %s", network_id, exc)
         return NetworkSnapshot(network_id, portal_name, error=f"reading the network failed: {exc}")
     log.debug("network %s: %d members read", network_id, len(members))
-    return NetworkSnapshot(network_id, portal_name, network, tuple(members))
+    with job.sessions() as session:
+        cached_authorized = sum(1 for m in portal_state.cached_members(session, network_id).values() if m.authorized)
+    job.guard.observe(network_id, members, cached_authorized)
+    reused = any(cached.get(member.node_id) is member for member in members)
+    return NetworkSnapshot(network_id, portal_name, network, tuple(members), read_in_full=not reused)
+
+
+def reusable_cache(job: Job, network_id: str) -> dict[str, ControllerMember]:
+    """Return the cached members a client may reuse by revision, or nothing once the cache is too old.
+
+    A member deleted and then created anew can come back with a revision the
+    cache already holds, so reuse by revision alone could keep a stale
+    "deauthorized" forever. Reading every member again after
+    ``controller.cache_max_age`` bounds how long such a mistake can last.
+    """
+    with job.sessions() as session:
+        read_at = portal_state.members_read_at(session, network_id)
+        if read_at is None or job.now() - read_at >= job.settings.controller.cache_max_age:
+            return {}
+        return portal_state.cached_members(session, network_id)
+
+
+def _foreign_network(job: Job, network_id: str) -> str | None:
+    """Say why a network cannot belong to this controller, or return None.
+
+    A zerotier-one controller serves only networks whose ID starts with its
+    own node address. A managed network with another prefix means ztctl is
+    pointed at the wrong controller, so nothing on it may be changed.
+    """
+    status = job.controller_status
+    if status is None or status.backend != "zerotier-one" or network_id.startswith(status.address):
+        return None
+    return (
+        f"network {network_id} cannot belong to the controller at {job.settings.controller.url}, whose "
+        f"node address is {status.address}: a network ID starts with its controller's address. "
+        "Nothing was changed on it; check controller.url"
+    )
 
 
 def _write_cache(job: Job, snapshot: NetworkSnapshot, *, dry_run: bool) -> int:
@@ -86,7 +129,8 @@ def _write_cache(job: Job, snapshot: NetworkSnapshot, *, dry_run: bool) -> int:
     assert snapshot.network is not None
     with job.sessions() as session:
         changes = portal_state.write_network_cache(
-            session, snapshot.network, list(snapshot.members), job.now(), dry_run=dry_run
+            session, snapshot.network, list(snapshot.members), job.now(),
+            dry_run=dry_run, read_in_full=snapshot.read_in_full,
         )
         if not dry_run:
             session.commit()

@@ -213,10 +213,16 @@ def _prepare_sqlite_path(parsed: URL, redacted: str, *, create_sqlite_file: bool
         if not create_sqlite_file:
             raise DatabaseError(
                 f"portal database {path} does not exist yet (from URL {redacted!r})",
-                hint="Create it with `ztctl db upgrade`, or run any command without --dry-run.",
+                hint="Create it with `ztctl db upgrade` or `ztctl portal load FILE`.",
             )
         logger.info("Creating SQLite portal database %s", path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the directory of portal database {path}: {exc.strerror or exc}",
+                hint="check the path in the database URL and the directory's permissions",
+            ) from None
     elif path.is_dir():
         raise DatabaseError(f"portal database path {path} is a directory, not an SQLite file",
                             hint=_url_forms_hint())
@@ -247,12 +253,17 @@ def _install_sqlite_setup(engine: sqlalchemy.Engine, access: WriteAccess) -> Non
             cursor.execute("PRAGMA query_only = ON")
         cursor.close()
 
-    # NOTE: BEGIN is DEFERRED, so a transaction that reads and then writes can
-    # fail at once with "database is locked" when another process took the
-    # write lock in between. SQLite does not wait in that case.
+    # A DEFERRED transaction that reads and then writes fails at once with
+    # "database is locked" when another process took the write lock in
+    # between; SQLite does not wait then. An apply run changes the controller
+    # inside such a transaction and records it at the commit, so it takes the
+    # write lock when the transaction begins (waiting up to the busy timeout):
+    # a locked portal then stops the action before the controller is touched.
+    begin = "BEGIN IMMEDIATE" if access is WriteAccess.ALL else "BEGIN"
+
     @event.listens_for(engine, "begin")
     def begin_transaction(connection: sqlalchemy.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(begin)
 
 
 def _install_postgres_setup(engine: sqlalchemy.Engine, access: WriteAccess) -> None:
@@ -356,7 +367,8 @@ def ensure_schema(engine: sqlalchemy.Engine, *, create_if_empty: bool) -> None:
             raise DatabaseError(f"portal database {redacted} has no ztctl schema",
                                 hint="Run `ztctl db upgrade` to create it.")
         _run_upgrade(engine)
-        logger.info("Created the portal schema (revision %s) in %s", state.head_revision, redacted)
+        # A warning, so that even a cron run says once that it started a new portal.
+        logger.warning("Created a new portal database schema (revision %s) in %s", state.head_revision, redacted)
         return
     _raise_unless_upgradable(state, redacted)
     raise DatabaseError(

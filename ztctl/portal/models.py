@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -161,6 +162,8 @@ class ControllerNetworkCache(Base):
     private: Mapped[bool] = mapped_column(Boolean)
     member_count: Mapped[int] = mapped_column(Integer, default=0)
     synced_at: Mapped[datetime] = mapped_column(default=utc_now)
+    members_read_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When every member of the network was last read in full, not reused from the cache by revision."""
 
 
 class ControllerMemberCache(Base):
@@ -172,7 +175,7 @@ class ControllerMemberCache(Base):
     node_id: Mapped[str] = mapped_column(String(10), primary_key=True)
     authorized: Mapped[bool] = mapped_column(Boolean)
     active_bridge: Mapped[bool] = mapped_column(Boolean, default=False)
-    revision: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str | None] = mapped_column(String(200), default=None)
     ip_assignments: Mapped[list[str]] = mapped_column(JSON, default=list)
     member_created_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -219,4 +222,18 @@ class AuditEntry(Base):
     detail: Mapped[str | None] = mapped_column(Text, default=None)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    revision: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class MemberDeletion(Base):
+    """A member that ztctl deleted from a controller: the tombstone that recognises it if it comes back."""
+
+    __tablename__ = "member_deletions"
+    __table_args__ = (Index("ix_member_deletions_network_node", "network_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    network_id: Mapped[str] = mapped_column(String(16))
+    node_id: Mapped[str] = mapped_column(String(10))
+    deleted_at: Mapped[datetime] = mapped_column(default=utc_now)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -10,6 +10,8 @@ names the entry it is about, for example
 
 from __future__ import annotations
 
+import unicodedata
+
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -81,7 +83,10 @@ def parse_time(value: Any) -> datetime:
         raise ValueError(f"must be an ISO 8601 time such as 2026-12-04T09:00:00Z, got {_short_repr(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{_short_repr(value)} has no time zone: add Z for UTC or an offset such as +02:00")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{_short_repr(value)} is out of range once converted to UTC") from None
 
 
 def _validate_time(value: Any, info: ValidationInfo) -> datetime:
@@ -99,6 +104,10 @@ def _validate_optional_text(value: Any, info: ValidationInfo) -> str | None:
         raise _problem(f"{info.field_name} must be a string, got {_short_repr(value)}")
     if len(value) > MAX_TEXT_LENGTH:
         raise _problem(f"{info.field_name} must be at most {MAX_TEXT_LENGTH} characters, got {len(value)}")
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        # Control characters do not survive a dump (YAML turns some into line
+        # breaks) and PostgreSQL rejects NUL.
+        raise _problem(f"{info.field_name} must not contain control characters, got {_short_repr(value)}")
     return value
 
 
