@@ -143,6 +143,12 @@ class Workspace:
         runner = CliRunner()
         return runner.invoke(app, list(args), env=self.environment(), input=input, catch_exceptions=False)
 
+    def load_settings(self):
+        """The settings this workspace's CLI runs would use, for tests that drive the engine directly."""
+        from ztctl.config import load_settings
+
+        return load_settings(self.config, environ=self.environment())
+
     def run_json(self, *args: str) -> tuple[int, dict]:
         result = self.run("--output", "json", *args)
         return result.exit_code, json.loads(result.stdout)
@@ -152,6 +158,16 @@ class Workspace:
         path.write_text(text, encoding="utf-8")
         result = self.run("portal", "load", str(path))
         assert result.exit_code == 0, result.output
+
+    def sql(self, statement: str, **parameters: object) -> list[tuple]:
+        """Run one SQL statement on the portal database, as another program writing to it would."""
+        engine = sa.create_engine(_sync_url(self.database_url))
+        try:
+            with engine.begin() as connection:
+                result = connection.execute(sa.text(statement), parameters)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
 
     def table_rows(self) -> dict[str, list[tuple]]:
         """Every row of every table, to prove that a read-only run changed nothing."""

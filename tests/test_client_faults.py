@@ -791,6 +791,57 @@ def test_write_retry_after_post_landed(connect, sleeps: list[float]) -> None:
     assert client.stats.retries == 1
 
 
+def test_write_retry_before_post_checks_revision(connect, sleeps: list[float]) -> None:
+    """A re-read that times out is retried, and the retry still enforces the planned revision."""
+    fake = FakeController(
+        {
+            ("GET", MEMBER_PATH): [
+                fail(httpx.ReadTimeout, "timed out"),
+                reply(200, member_json(authorized=True, revision=2, activeBridge=True)),
+            ],
+            ("POST", MEMBER_PATH): reply(200, member_json(authorized=False, revision=3)),
+        }
+    )
+    client = connect(fake)
+
+    with pytest.raises(MemberChanged):
+        client.deauthorize_member(NETWORK, NODE, expected_revision=1)
+
+    assert fake.sent("POST") == []
+    assert len(fake.sent("GET")) == 2
+
+
+def test_delete_retry_before_delete_checks_revision(connect, sleeps: list[float]) -> None:
+    fake = FakeController(
+        {
+            ("GET", MEMBER_PATH): [
+                fail(httpx.ConnectError, "refused"),
+                reply(200, member_json(authorized=False, revision=4)),
+            ],
+        }
+    )
+    client = connect(fake)
+
+    with pytest.raises(MemberChanged):
+        client.delete_member(NETWORK, NODE, expected_revision=3)
+
+    assert fake.sent("DELETE") == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("creationTime", 10**20), ("lastDeauthorizedTime", 2**63), ("revision", 2**70), ("revision", -1)],
+)
+def test_member_value_out_of_range(connect, field: str, value: int) -> None:
+    fake = FakeController({**probe_routes(), ("GET", MEMBER_PATH): reply(200, member_json(**{field: value}))})
+    client = connect(fake)
+
+    with pytest.raises(ControllerResponseError) as caught:
+        client.get_member(NETWORK, NODE)
+
+    assert field in str(caught.value)
+
+
 def test_write_retry_posts_again(connect, sleeps: list[float]) -> None:
     fake = FakeController(
         {

@@ -255,3 +255,65 @@ def test_invalid_token_value_hidden_in_errors(no_discovery):
         load_settings(path, environ={})
     assert "controller.token = <hidden>" in str(caught.value)
     assert "'a'" not in str(caught.value)
+
+
+def test_network_override_keeps_unset_keys(no_discovery):
+    path = write(
+        no_discovery / "n.yaml",
+        "policies:\n  unknown:\n    action: deauthorize\n  networks:\n    '3233204505122666':\n      unknown:\n"
+        "        grace: 15m\n",
+    )
+    policy = load_settings(path, environ={}).settings.policies.unknown_policy_for("3233204505122666")
+    assert policy.action == "deauthorize"
+    assert policy.grace == timedelta(minutes=15)
+
+
+def test_token_with_second_line_rejected_without_echo(no_discovery):
+    token_file = write(no_discovery / "two.secret", "TOKEN-canary-1\nsecond-line\n")
+    loaded = load_settings(environ={"ZTCTL_CONTROLLER_TOKEN_FILE": str(token_file)})
+    with pytest.raises(ConfigError) as caught:
+        resolve_token(loaded)
+    assert "not a single token" in str(caught.value)
+    assert "canary" not in str(caught.value)
+    assert "second-line" not in str(caught.value)
+
+
+def test_yaml_error_does_not_quote_the_line(no_discovery):
+    path = write(no_discovery / "bad.yaml", "controller:\n  token: TOKEN-canary-2: [\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert "not valid YAML" in str(caught.value)
+    assert "line 2" in str(caught.value)
+    assert "canary" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("controller:\n  retries: true\n", "controller.retries"),
+        ("policies:\n  purge_after: .inf\n", "policies.purge_after"),
+        ("policies:\n  purge_after: 99999999999999999\n", "policies.purge_after"),
+        ("controller:\n  url: http://user:pass-canary@127.0.0.1:9993\n", "controller.url"),
+        ("controller:\n  url: http://127.0.0.1:9993/?auth=x\n", "controller.url"),
+        ("database:\n  url: mysql://127.0.0.1/portal\n", "database.url"),
+        ("database:\n  url: postgresql://127.0.0.1:notaport/portal\n", "database.url"),
+    ],
+)
+def test_odd_values_rejected_with_key(no_discovery, text, key):
+    path = write(no_discovery / "odd.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert key in str(caught.value)
+    assert "pass-canary" not in str(caught.value)
+
+
+def test_purge_after_off_means_never(no_discovery):
+    path = write(no_discovery / "off.yaml", "policies:\n  purge_after: off\n")
+    assert load_settings(path, environ={}).settings.policies.purge_after is None
+
+
+def test_section_that_is_not_a_mapping_rejected(no_discovery):
+    path = write(no_discovery / "list.yaml", "controller: [1, 2]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={"ZTCTL_CONTROLLER_URL": "http://127.0.0.1:1"})
+    assert "section 'controller'" in str(caught.value)

@@ -148,7 +148,8 @@ class ControllerSettings(_Section):
     """Without the bulk member list, members whose revision did not change are reused from the cache
     for at most this long, then read again: a member deleted and created anew can repeat a revision."""
     keepalive: bool = False
-    """Reuse connections. Off by default: zerotier-one answers ~60x slower on a reused one."""
+    """Reuse connections. Off by default, because zerotier-one 1.14.1 took about 26 ms per request on a
+    reused connection and 0.45 ms on a new one (measured on loopback)."""
 
     @field_validator("url")
     @classmethod
@@ -170,7 +171,7 @@ class ControllerSettings(_Section):
 
 class UnknownMemberPolicy(_Section):
     action: Literal["report", "deauthorize", "delete"] = "report"
-    """What to do with a member that has no membership in the portal."""
+    """The action for a member that has no membership in the portal."""
     grace: Duration = timedelta(hours=1)
     """Time after the member's creation before ``action`` applies."""
 
@@ -258,7 +259,7 @@ class LoadedSettings:
 class ControllerToken:
     value: SecretStr
     source: str
-    """Where the token came from, for messages; never the token itself."""
+    """The token's origin, named in messages in place of the token itself."""
 
 
 def find_config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:

@@ -182,7 +182,7 @@ def repair(options: CliOptions) -> None:
 
 @command(app)
 def unknown(options: CliOptions) -> None:
-    """List and flag members that no one in the portal knows, and apply the unknown-member policy."""
+    """List and flag members that have no membership in the portal, and apply the unknown-member policy."""
     run_engine_command(options, "unknown", stages.unknown)
 
 

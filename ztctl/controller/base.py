@@ -37,7 +37,7 @@ def datetime_from_ms(value: int | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class ControllerStatus:
-    """What the controller says about itself when probed."""
+    """The controller's description of itself, returned by a probe."""
 
     address: str
     """The controller's node address: every network it serves starts with it."""
@@ -56,7 +56,7 @@ class ControllerNetwork:
 
 @dataclass(frozen=True, slots=True)
 class ControllerMember:
-    """A member as the controller holds it, with IDs in lower case and times in UTC."""
+    """A member as stored on the controller, with IDs in lower case and times in UTC."""
 
     network_id: str
     node_id: str

@@ -286,7 +286,7 @@ def exit_code_for(result: RunResult) -> ExitCode:
         # the report policy) are for operators to read, not for cron to alert on.
         pending = result.has_unapplied
     elif result.mode is Mode.DRY_RUN and result.command != "diff":
-        # A dry run answers "would the real run change anything?".
+        # A dry run reports whether the real run would change anything.
         pending = result.has_actions
     else:
         # diff and audits report drift, which includes authorized unknown members.

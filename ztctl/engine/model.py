@@ -26,7 +26,7 @@ class Mode(StrEnum):
 
 
 class DriftKind(StrEnum):
-    """How the controller differs from the portal for one member."""
+    """A kind of difference between the portal and the controller for one member."""
 
     AUTHORIZED_NOT_ACTIVE = "authorized-not-active"
     ACTIVE_NOT_AUTHORIZED = "active-not-authorized"
@@ -122,7 +122,7 @@ class NetworkReport:
     outcomes: list[Outcome] = field(default_factory=list)
     error: str | None = None
     refusal: str | None = None
-    """Why a safety rail refused every action on this network in this run."""
+    """The reason a safety rail rejected every action on this network in this run."""
     member_count: int | None = None
     cache_changes: int = 0
     """Cache rows that sync wrote, or in a read-only run would write."""
@@ -176,7 +176,7 @@ class JobCounts:
 
 @dataclass
 class StageResult:
-    """What one stage found and did."""
+    """The findings and outcomes of one stage."""
 
     stage: str
     mode: Mode

@@ -367,7 +367,7 @@ def ensure_schema(engine: sqlalchemy.Engine, *, create_if_empty: bool) -> None:
             raise DatabaseError(f"portal database {redacted} has no ztctl schema",
                                 hint="Run `ztctl db upgrade` to create it.")
         _run_upgrade(engine)
-        # A warning, so that even a cron run says once that it started a new portal.
+        # A warning, so that even a cron run reports once that it started a new portal.
         logger.warning("Created a new portal database schema (revision %s) in %s", state.head_revision, redacted)
         return
     _raise_unless_upgradable(state, redacted)
