@@ -25,7 +25,13 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from ztctl.portal.db import WriteAccess, create_portal_engine, redact_url, session_factory, upgrade_schema
+from ztctl.portal.db import (
+    WriteAccess,
+    create_portal_engine,
+    redact_url,
+    session_factory,
+    upgrade_schema,
+)
 
 __all__ = [
     "POSTGRES_URL_VARIABLE",

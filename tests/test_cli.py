@@ -6,8 +6,8 @@ import json
 import socket
 
 import pytest
-
 from scenario import ENGINEERING, TOKEN, Workspace, seed_drift_controller
+
 from ztctl.errors import ExitCode
 
 

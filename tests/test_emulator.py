@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-
 from controller_fixtures import *  # noqa: F403 (the emulator and make_emulator fixtures)
 from controller_fixtures import EMULATOR_TOKEN
+
 from ztctl.controller.emulator import ControllerEmulator, Fault
 
 NETWORK_ID = "3233204505aaaaaa"

@@ -15,13 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy
-from sqlalchemy.engine import make_url
-
 from db_fixtures import *  # noqa: F403
 from db_fixtures import PostgresServer
+from sqlalchemy.engine import make_url
+
 from ztctl.errors import DatabaseError, ExitCode, LockHeld
-from ztctl.portal.db import WriteAccess, create_portal_engine
 from ztctl.portal import lock as lock_module
+from ztctl.portal.db import WriteAccess, create_portal_engine
 from ztctl.portal.lock import APPLICATION_NAME_MAX_BYTES, RunLock, acquire_run_lock
 
 OWNER = "ztctl reconcile on host1 pid 4242"

@@ -10,10 +10,10 @@ import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-
 from db_fixtures import *  # noqa: F403
-from ztctl.portal import db
+
 from ztctl.errors import DatabaseError
+from ztctl.portal import db
 from ztctl.portal.db import (
     WriteAccess,
     alembic_config,
@@ -35,7 +35,7 @@ def table_names(engine: sqlalchemy.Engine) -> set[str]:
         return set(sqlalchemy.inspect(connection).get_table_names())
 
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_upgrade_matches_models(blank_portal_url: str) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy
-from sqlalchemy import func, insert, select, text
-
 from db_fixtures import *  # noqa: F403
 from db_fixtures import PostgresServer
+from sqlalchemy import func, insert, select, text
+
 from ztctl.errors import ConfigError, DatabaseError, ReadOnlyViolation
 from ztctl.portal import db
 from ztctl.portal.db import (

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy
+from db_fixtures import *  # noqa: F403
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from db_fixtures import *  # noqa: F403
 from ztctl.errors import PortalFileError, ReadOnlyViolation, UsageError
 from ztctl.portal.db import WriteAccess, create_portal_engine, session_factory
 from ztctl.portal.models import Activation, Membership, Network

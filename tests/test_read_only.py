@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
 from scenario import Workspace, drift_portal, seed_drift_controller, writes
+
 from ztctl.errors import ExitCode
 
 COMMANDS = [

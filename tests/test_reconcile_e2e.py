@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-
 from scenario import (
     ENGINEERING,
     EXPECTED_AFTER,
@@ -18,6 +17,7 @@ from scenario import (
     seed_drift_controller,
     writes,
 )
+
 from ztctl.errors import ExitCode
 
 
@@ -160,7 +160,7 @@ def test_diff_apply_yes_repairs(workspace):
     state = authorization(workspace.emulator, ENGINEERING)
     assert state["c3d4e5f6a7"] is True
     assert state["e5f6a7b8c9"] is False
-    assert "Actions" in result.stdout
+    assert "2 authorized, 2 deauthorized" in result.stdout
 
 
 def test_repair_then_unknown(workspace):

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-
 from scenario import (
     ADDRESS,
     ENGINEERING,
@@ -23,6 +22,7 @@ from scenario import (
     seed_drift_controller,
     writes,
 )
+
 from ztctl.controller.emulator import Fault
 from ztctl.engine import Mode, open_job
 from ztctl.engine.model import OutcomeStatus

@@ -19,21 +19,32 @@ from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
 from ztctl.cli import jsonout
+from ztctl.cli.operator import register as register_operator_commands
 from ztctl.cli.options import (
+    BASIC_OPTIONS,
     AuditOption,
     CliOptions,
     ConfigOption,
     DryRunOption,
     ForceOption,
+    LogFormat,
+    LogFormatOption,
+    MetricsFileOption,
     OutputFormat,
     OutputOption,
     QuietOption,
+    ReportOption,
     VerboseOption,
     WaitOption,
     command,
 )
 from ztctl.cli.render import render_plan, stdout_console
-from ztctl.cli.runner import fail, load_settings_or_fail, require_confirmation_possible, run_engine_command
+from ztctl.cli.runner import (
+    fail,
+    load_settings_or_fail,
+    require_confirmation_possible,
+    run_engine_command,
+)
 from ztctl.engine import Mode, RunResult, stages
 from ztctl.engine.portal_ops import dump_portal_text, load_portal_file, upgrade_database
 from ztctl.errors import ExitCode, ZtctlError
@@ -90,7 +101,10 @@ def _emit_json_error(argv: list[str], code: ExitCode, kind: str, message: str) -
     jsonout.emit(document)
 
 
-_COMMAND_NAMES = ("reconcile", "expire", "sync", "diff", "repair", "unknown", "portal", "db", "demo")
+_COMMAND_NAMES = (
+    "reconcile", "expire", "sync", "diff", "repair", "unknown", "portal", "db", "demo",
+    "history", "explain", "check", "adopt", "ack",
+)
 
 
 app = typer.Typer(
@@ -119,10 +133,14 @@ def main_callback(
     quiet: QuietOption = False,
     wait: WaitOption = None,
     force: ForceOption = False,
+    log_format: LogFormatOption = None,
+    metrics_file: MetricsFileOption = None,
+    report: ReportOption = None,
 ) -> None:
     ctx.obj = CliOptions(
         config=config, dry_run=dry_run, audit=audit, output=output or OutputFormat.TABLE,
-        verbose=verbose, quiet=quiet, wait=wait, force=force,
+        verbose=verbose, quiet=quiet, wait=wait, force=force, log_format=log_format or LogFormat.TEXT,
+        metrics_file=metrics_file, report=report,
     )
 
 
@@ -186,7 +204,7 @@ def unknown(options: CliOptions) -> None:
     run_engine_command(options, "unknown", stages.unknown)
 
 
-@command(portal_app, "load")
+@command(portal_app, "load", options=("config", "dry_run", "output", "verbose", "quiet", "wait", "force", "log_format"))
 def portal_load(
     options: CliOptions,
     file: Annotated[Path, typer.Argument(help="Portal file, YAML or JSON (by its .json suffix).")],
@@ -210,7 +228,7 @@ def portal_load(
         console.print(f"portal {verb} from {result.source}: {result.describe()}")
 
 
-@command(portal_app, "dump", options=("config", "output", "verbose", "quiet"))
+@command(portal_app, "dump", options=BASIC_OPTIONS)
 def portal_dump(options: CliOptions) -> None:
     """Write the portal's networks and memberships to stdout, as YAML (or JSON with --output json)."""
     loaded = load_settings_or_fail(options, "portal dump")
@@ -221,7 +239,7 @@ def portal_dump(options: CliOptions) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-@command(db_app, "upgrade", options=("config", "dry_run", "audit", "output", "verbose", "quiet", "wait"))
+@command(db_app, "upgrade", options=("config", "dry_run", "audit", "output", "verbose", "quiet", "wait", "log_format"))
 def db_upgrade(options: CliOptions) -> None:
     """Create the portal database or upgrade its schema to this version of ztctl."""
     loaded = load_settings_or_fail(options, "db upgrade")
@@ -239,12 +257,15 @@ def db_upgrade(options: CliOptions) -> None:
         print(f"{result.database}: schema upgraded from {result.from_revision or 'empty'} to {result.to_revision}")
 
 
-@command(app, options=("output", "verbose", "quiet"))
+@command(app, options=("output", "verbose", "quiet", "log_format"))
 def demo(options: CliOptions) -> None:
     """Run the whole job against the built-in controller emulator, with a sample portal."""
     from ztctl.cli.demo import run_demo
 
     raise typer.Exit(run_demo(options))
+
+
+register_operator_commands(app)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -49,12 +49,13 @@ def run_document(result: RunResult, exit_code: int) -> dict[str, Any]:
 
 
 def emit(document: dict[str, Any]) -> None:
-    text = json.dumps(document, indent=2, default=_encode, sort_keys=False)
+    text = json.dumps(document, indent=2, default=encode_json_value, sort_keys=False)
     sys.stdout.write(redact(text) + "\n")
     sys.stdout.flush()
 
 
-def _encode(value: object) -> str:
+def encode_json_value(value: object) -> str:
+    """Encode what ``json`` cannot: times as ISO 8601 in UTC with ``Z``, anything else as text."""
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     return str(value)

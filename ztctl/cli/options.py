@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pythonjsonlogger.json import JsonFormatter
 
 from ztctl.engine.model import Mode
 from ztctl.errors import UsageError
@@ -26,6 +27,11 @@ from ztctl.redact import RedactingFilter
 
 class OutputFormat(StrEnum):
     TABLE = "table"
+    JSON = "json"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
     JSON = "json"
 
 
@@ -56,6 +62,28 @@ VerboseOption = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr: -v for actions, -vv for requests.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")]
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option("--log-format", help="text: one line per message; json: one JSON object per line, for log collectors."),
+]
+MetricsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        metavar="PATH",
+        help="Write run metrics in the Prometheus text format to PATH, atomically (node_exporter's textfile collector).",
+        show_default=False,
+    ),
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE",
+        help="Write the findings as a JSON report to FILE (for a CI artifact), whatever --output says.",
+        show_default=False,
+    ),
+]
 WaitOption = Annotated[
     float | None,
     typer.Option(
@@ -85,6 +113,9 @@ class CliOptions:
     quiet: bool = False
     wait: float | None = None
     force: bool = False
+    log_format: LogFormat = LogFormat.TEXT
+    metrics_file: Path | None = None
+    report: Path | None = None
 
     @property
     def mode(self) -> Mode:
@@ -110,6 +141,9 @@ _OPTION_TYPES: dict[str, Any] = {
     "quiet": QuietOption,
     "wait": WaitOption,
     "force": ForceOption,
+    "log_format": LogFormatOption,
+    "metrics_file": MetricsFileOption,
+    "report": ReportOption,
 }
 
 
@@ -117,7 +151,7 @@ def _option_parameters(names: tuple[str, ...]) -> list[inspect.Parameter]:
     defaults = CliOptions()
     parameters = []
     for name in names:
-        default = None if name == "output" else getattr(defaults, name)
+        default = None if name in ("output", "log_format") else getattr(defaults, name)
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_OPTION_TYPES[name])
         )
@@ -125,6 +159,8 @@ def _option_parameters(names: tuple[str, ...]) -> list[inspect.Parameter]:
 
 
 ALL_OPTIONS = tuple(field.name for field in fields(CliOptions))
+BASIC_OPTIONS = ("config", "output", "verbose", "quiet", "log_format")
+"""The options of commands that neither act nor report: only where to read and how to print."""
 
 
 def command(
@@ -171,6 +207,9 @@ def merge_options(ctx: typer.Context, **given: Any) -> CliOptions:
         quiet=given.get("quiet", False) or base.quiet,
         wait=given.get("wait") if given.get("wait") is not None else base.wait,
         force=given.get("force", False) or base.force,
+        log_format=given.get("log_format") or base.log_format,
+        metrics_file=given.get("metrics_file") or base.metrics_file,
+        report=given.get("report") or base.report,
     )
     configure_logging(options)
     return options
@@ -190,7 +229,17 @@ def configure_logging(options: CliOptions) -> None:
     else:
         level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("ztctl %(levelname)s %(name)s: %(message)s"))
+    if options.log_format is LogFormat.JSON:
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("ztctl %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -9,7 +9,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ztctl.engine.model import Finding, Mode, NetworkReport, OutcomeStatus, RunResult, StageResult
+from ztctl.engine.model import (
+    Finding,
+    Mode,
+    NetworkReport,
+    OutcomeStatus,
+    RunResult,
+    StageResult,
+)
 
 # Wide enough for the drift table when stdout is a file or a pipe, where Rich
 # would otherwise assume 80 columns and wrap every row.
@@ -57,12 +64,15 @@ def render_plan(console: Console, result: RunResult, *, dry_run: bool = False) -
 def render_outcomes(console: Console, result: RunResult, *, errors: bool = True, always_summary: bool = False) -> None:
     """Print what an apply run did; a run that did nothing prints nothing, so cron stays quiet.
 
-    ``errors=False`` leaves out the errors, for when the plan printed them already.
+    On a terminal each action is a table row; otherwise (cron mail, a log
+    file) one summary line says what changed, and ``ztctl history`` has the
+    details. ``errors=False`` leaves out the errors, for when the plan
+    printed them already.
     """
     if errors:
         _render_errors(console, result)
     rows = [(stage.stage, outcome) for stage in result.stages for outcome in stage.outcomes]
-    if rows:
+    if rows and (console.is_terminal or always_summary):
         table = Table(title="Actions", title_justify="left", expand=False)
         for column in ("Stage", "Network", "Node", "Action", "Result", "Detail"):
             table.add_column(column, no_wrap=column != "Detail")

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.cli import jsonout
 from ztctl.cli.options import CliOptions
-from ztctl.cli.render import render_outcomes, render_plan, stderr_console, stdout_console, summary_line
+from ztctl.cli.render import (
+    render_outcomes,
+    render_plan,
+    stderr_console,
+    stdout_console,
+    summary_line,
+)
+from ztctl.cli.reports import report_document, write_metrics, write_report
 from ztctl.config import LoadedSettings, load_settings
 from ztctl.engine import Job, Mode, RunResult, exit_code_for, open_job
+from ztctl.engine.history import last_runs
 from ztctl.errors import ExitCode, Interrupted, UsageError, ZtctlError
 from ztctl.redact import redact
 
@@ -38,6 +48,7 @@ def run_engine_command(
     plan_shown: Callable[[], bool] = lambda: False,
 ) -> NoReturn:
     """Open a job, run ``action`` on it, render the result and exit with its status."""
+    started = time.monotonic()
     job: Job | None = None
     run_mode: Mode | None = mode
     try:
@@ -48,15 +59,15 @@ def run_engine_command(
         result.run_id = job.recorder.run_id
         code = exit_code_for(result)
         job.finish(result, code)
+        _write_files(options, job, result, command=command, mode=run_mode, code=code, started=started)
     except ZtctlError as exc:
-        if job is not None:
-            job.finish(None, exc.exit_code, error=redact(str(exc)))
+        _abandon(options, job, exc, command=command, mode=run_mode, started=started)
         fail(options, command, exc, mode=run_mode)
     except (KeyboardInterrupt, typer.Abort):
         # typer.Abort is Ctrl-C or end of input at the confirmation question.
-        if job is not None:
-            job.finish(None, ExitCode.INTERRUPTED, error="interrupted")
-        fail(options, command, Interrupted("interrupted; the run stopped early"), mode=run_mode)
+        interrupted = Interrupted("interrupted; the run stopped early")
+        _abandon(options, job, interrupted, command=command, mode=run_mode, started=started)
+        fail(options, command, interrupted, mode=run_mode)
     except BaseException as exc:
         if job is not None:
             job.finish(None, ExitCode.PARTIAL_FAILURE, error=redact(f"{type(exc).__name__}: {exc}"))
@@ -66,6 +77,47 @@ def run_engine_command(
             job.close()
     render_result(options, result, code, plan_shown=plan_shown())
     raise typer.Exit(code)
+
+
+def _abandon(
+    options: CliOptions, job: Job | None, error: ZtctlError, *, command: str, mode: Mode | None, started: float
+) -> None:
+    """Close the run's record and still write its report and metrics, so a failed run is visible too."""
+    if job is not None:
+        job.finish(None, error.exit_code, error=redact(str(error)))
+    try:
+        _write_files(options, job, None, command=command, mode=mode, code=int(error.exit_code), started=started,
+                     error=error)
+    except ZtctlError as exc:
+        log.error("%s", exc)
+
+
+def _write_files(
+    options: CliOptions,
+    job: Job | None,
+    result: RunResult | None,
+    *,
+    command: str,
+    mode: Mode | None,
+    code: int,
+    started: float,
+    error: BaseException | None = None,
+) -> None:
+    if options.report is not None:
+        document = report_document(result, command=command, mode=str(mode), exit_code=code, error=error)
+        write_report(options.report, document)
+    if options.metrics_file is not None:
+        last_success = None
+        if job is not None:
+            try:
+                with job.sessions() as session:
+                    _, success = last_runs(session)
+                    last_success = success.finished_at if success is not None else None
+            except SQLAlchemyError as exc:
+                log.warning("could not read the last successful run for the metrics: %s", exc)
+        write_metrics(
+            options.metrics_file, result, command=command, exit_code=code, started=started, last_success=last_success
+        )
 
 
 def render_result(options: CliOptions, result: RunResult, code: int, *, plan_shown: bool = False) -> None:

@@ -14,7 +14,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 
-from ztctl.controller.base import ControllerClient, ControllerMember, ControllerNetwork, ControllerStatus
+from ztctl.controller.base import (
+    ControllerClient,
+    ControllerMember,
+    ControllerNetwork,
+    ControllerStatus,
+)
 from ztctl.controller.http import ErrorHints, HttpSession
 from ztctl.controller.http_client import build_http_client, check_base_url
 from ztctl.controller.zerotier_one_api import ZeroTierOneApi, member_path
@@ -25,7 +30,12 @@ from ztctl.controller.zerotier_one_records import (
     parse_status,
     parse_version,
 )
-from ztctl.errors import ControllerResponseError, ControllerUnreachable, MemberChanged, NotAController
+from ztctl.errors import (
+    ControllerResponseError,
+    ControllerUnreachable,
+    MemberChanged,
+    NotAController,
+)
 
 logger = logging.getLogger(__name__)
 

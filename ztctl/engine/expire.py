@@ -97,6 +97,17 @@ def _plan_network(
     ]
 
 
+def plan_expiry(
+    network: ControllerNetwork,
+    membership: MembershipView,
+    member: ControllerMember | None,
+    policy: DriftPolicy,
+    now: datetime,
+) -> Finding:
+    """Return the expiry a run would plan for a membership with an expired, open activation."""
+    return _plan_one(network, membership, member, policy, now).finding
+
+
 def _plan_one(
     network: ControllerNetwork,
     membership: MembershipView,

@@ -2,12 +2,111 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ztctl.portal.models import AuditEntry, Run
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    network_id: str | None = None
+    node_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One audit-log entry with the run it belongs to."""
+
+    id: int
+    recorded_at: datetime
+    run_id: int
+    command: str
+    mode: str
+    host: str
+    user: str
+    stage: str
+    network_id: str
+    node_id: str | None
+    action: str
+    outcome: str
+    reason: str
+    detail: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    revision: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.recorded_at,
+            "run_id": self.run_id,
+            "command": self.command,
+            "mode": self.mode,
+            "host": self.host,
+            "user": self.user,
+            "stage": self.stage,
+            "network": self.network_id,
+            "node": self.node_id,
+            "action": self.action,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
+            "before": self.before,
+            "after": self.after,
+            "revision": self.revision,
+        }
+
+
+def query_history(session: Session, wanted: HistoryFilter) -> list[HistoryEntry]:
+    """Return matching audit entries, newest first, at most ``wanted.limit`` of them."""
+    statement = select(AuditEntry, Run).join(Run, Run.id == AuditEntry.run_id)
+    if wanted.network_id:
+        statement = statement.where(AuditEntry.network_id == wanted.network_id)
+    if wanted.node_id:
+        statement = statement.where(AuditEntry.node_id == wanted.node_id)
+    if wanted.action:
+        statement = statement.where(AuditEntry.action == wanted.action)
+    if wanted.outcome:
+        statement = statement.where(AuditEntry.outcome == wanted.outcome)
+    if wanted.since:
+        statement = statement.where(AuditEntry.recorded_at >= wanted.since)
+    if wanted.until:
+        statement = statement.where(AuditEntry.recorded_at < wanted.until)
+    statement = statement.order_by(AuditEntry.id.desc()).limit(wanted.limit)
+    return [_entry(entry, run) for entry, run in session.execute(statement)]
+
+
+def _entry(entry: AuditEntry, run: Run) -> HistoryEntry:
+    return HistoryEntry(
+        id=entry.id,
+        recorded_at=entry.recorded_at,
+        run_id=run.id,
+        command=run.command,
+        mode=run.mode,
+        host=run.host,
+        user=run.user,
+        stage=entry.stage,
+        network_id=entry.network_id,
+        node_id=entry.node_id,
+        action=entry.action,
+        outcome=entry.outcome,
+        reason=entry.reason,
+        detail=entry.detail,
+        before=entry.before,
+        after=entry.after,
+        revision=entry.revision,
+    )
 
 
 def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict[str, Any]]:
@@ -46,3 +145,11 @@ def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict
              "node": None, "action": None, "outcome": "failed", "detail": last.error}
         )
     return failures
+
+
+def last_runs(session: Session) -> tuple[Run | None, Run | None]:
+    """Return the last finished apply run and the last one that finished with exit status 0."""
+    finished = select(Run).where(Run.mode == "apply", Run.finished_at.is_not(None)).order_by(Run.id.desc())
+    last = session.scalars(finished.limit(1)).one_or_none()
+    success = session.scalars(finished.where(Run.exit_code == 0).limit(1)).one_or_none()
+    return last, success

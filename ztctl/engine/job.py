@@ -8,6 +8,7 @@ own run record and audit log.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import socket
@@ -23,12 +24,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ztctl import __version__
 from ztctl.config import LoadedSettings, Settings, resolve_token
-from ztctl.controller.factory import build_controller
 from ztctl.controller.base import ControllerClient, ControllerStatus
+from ztctl.controller.factory import build_controller
 from ztctl.engine.guard import RevocationGuard
-from ztctl.engine.model import Finding, Mode, NetworkReport, Outcome, RunResult, StageResult
+from ztctl.engine.model import (
+    Finding,
+    Mode,
+    NetworkReport,
+    Outcome,
+    RunResult,
+    StageResult,
+)
 from ztctl.errors import ExitCode, PortalUnavailable
-from ztctl.portal.db import WriteAccess, create_portal_engine, ensure_schema, session_factory
+from ztctl.portal.db import (
+    WriteAccess,
+    create_portal_engine,
+    ensure_schema,
+    session_factory,
+)
 from ztctl.portal.lock import RunLock, acquire_run_lock
 from ztctl.portal.models import AuditEntry, Run, utc_now
 
@@ -59,6 +72,7 @@ class RunRecorder:
                 command=self._command,
                 mode=str(self._mode),
                 host=socket.gethostname(),
+                user=current_user(),
                 pid=os.getpid(),
                 version=__version__,
             )
@@ -247,6 +261,14 @@ def open_job(
         job.close()
         raise
     return job
+
+
+def current_user() -> str:
+    """Name the operating-system user, or its numeric ID where the system has no name for it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def run_owner(command: str) -> str:

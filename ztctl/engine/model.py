@@ -44,6 +44,8 @@ class ActionKind(StrEnum):
     DELETE = "delete"
     EXPIRE = "expire"
     """End expired activations, deauthorizing the member first when it has no other current one."""
+    ADOPT = "adopt"
+    """Write a membership for a member the controller already has (``ztctl adopt``)."""
 
 
 class OutcomeStatus(StrEnum):
@@ -76,6 +78,8 @@ class Finding:
     """For ``expire``: the activations this action ends."""
     revokes_access: bool = False
     """Whether the action takes access away from an authorized member; the mass-revocation guard counts these."""
+    acknowledged_until: datetime | None = None
+    """Set when an operator accepted this difference; it is then not pending until that time."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +93,7 @@ class Finding:
             "action": str(self.action) if self.action else None,
             "reason": self.reason,
             "pending": self.pending,
+            "acknowledged_until": self.acknowledged_until,
         }
 
 
@@ -256,7 +261,7 @@ class RunResult:
         """
         if self.command == "sync" and self._has_cache_changes:
             return True
-        return any(f.pending and f.action is not None for stage in self.stages for f in stage.findings)
+        return any(f.action is not None for stage in self.stages for f in stage.findings)
 
     @property
     def has_errors(self) -> bool:

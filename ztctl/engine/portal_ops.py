@@ -13,9 +13,21 @@ from ztctl.engine import portal_state
 from ztctl.engine.job import open_job, run_owner
 from ztctl.engine.model import Mode
 from ztctl.errors import SafetyRefusal, UsageError, ZtctlError
-from ztctl.portal.db import WriteAccess, create_portal_engine, redact_url, upgrade_schema
+from ztctl.portal.db import (
+    WriteAccess,
+    create_portal_engine,
+    redact_url,
+    upgrade_schema,
+)
 from ztctl.portal.lock import acquire_run_lock
-from ztctl.portal.portal_file import LoadPlan, apply_load, dump_portal, parse_portal_text, plan_load, render_portal
+from ztctl.portal.portal_file import (
+    LoadPlan,
+    apply_load,
+    dump_portal,
+    parse_portal_text,
+    plan_load,
+    render_portal,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,12 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from ztctl.controller.base import ControllerMember, ControllerNetwork, is_network_id, is_node_id
+from ztctl.controller.base import (
+    ControllerMember,
+    ControllerNetwork,
+    is_network_id,
+    is_node_id,
+)
 from ztctl.portal.models import (
     Activation,
     ControllerMemberCache,

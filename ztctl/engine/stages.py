@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.engine import portal_state
+from ztctl.engine.ack import active_acknowledgements, apply_acknowledgements
 from ztctl.engine.apply import apply_finding
 from ztctl.engine.drift import DriftPolicy, find_drift, find_unknown
 from ztctl.engine.expire import run_expire
@@ -53,6 +54,7 @@ def plan_stage(
         with job.sessions() as session:
             memberships = portal_state.memberships_by_node(session, network.id, job.problems)
             deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
+            acknowledgements = active_acknowledgements(session, network.id, now)
         policy = DriftPolicy.for_network(job.settings.policies, network.id)
         members = list(snapshot.members)
         if drift:
@@ -61,6 +63,7 @@ def plan_stage(
             unknown_findings = find_unknown(network, members, memberships, policy, now, deletions)
             report.findings.extend(unknown_findings)
             result.counts.unknown_members += len(unknown_findings)
+        report.findings = apply_acknowledgements(report.findings, acknowledgements)
         active = sum(1 for membership in memberships.values() if membership.grants_access(now))
         actionable = [finding for finding in report.findings if finding.action is not None]
         report.refusal = job.guard.review(network.id, actionable, active_memberships=active)

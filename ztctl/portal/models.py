@@ -200,6 +200,8 @@ class Run(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     host: Mapped[str] = mapped_column(String(255), default="")
+    user: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    """The operating-system user that started the run."""
     pid: Mapped[int] = mapped_column(Integer, default=0)
     version: Mapped[str] = mapped_column(String(40), default="")
 
@@ -237,3 +239,21 @@ class MemberDeletion(Base):
     deleted_at: Mapped[datetime] = mapped_column(default=utc_now)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Acknowledgement(Base):
+    """An operator's acceptance of a known difference for one member, until a time.
+
+    It changes what ``diff`` and audits count as pending, never what a run does.
+    """
+
+    __tablename__ = "acknowledgements"
+    __table_args__ = (Index("ix_acknowledgements_network_node", "network_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    network_id: Mapped[str] = mapped_column(String(16))
+    node_id: Mapped[str] = mapped_column(String(10))
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(255), default="")

@@ -27,7 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ztctl.portal.models import Activation, Membership, Network
-from ztctl.portal.portal_document import MembershipEntry, NetworkEntry, PortalDocument, format_time
+from ztctl.portal.portal_document import (
+    MembershipEntry,
+    NetworkEntry,
+    PortalDocument,
+    format_time,
+)
 
 END_REASON_REMOVED = "removed"
 

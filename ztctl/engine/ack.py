@@ -1,0 +1,110 @@
+"""Acknowledged drift: an operator accepts a known difference until a time.
+
+An acknowledgement changes what ``diff`` and audits count as pending, so that
+a known, accepted difference does not fail a CI job. It never changes what a
+run does: a repair that a run would make is still made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ztctl.config import LoadedSettings
+from ztctl.controller.base import is_network_id, is_node_id
+from ztctl.engine.job import current_user, open_job
+from ztctl.engine.model import Finding, Mode
+from ztctl.errors import UsageError
+from ztctl.portal.models import Acknowledgement
+
+
+@dataclass(frozen=True)
+class AcknowledgementView:
+    network_id: str
+    node_id: str
+    until: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "network": self.network_id,
+            "node": self.node_id,
+            "until": self.until,
+            "reason": self.reason,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+        }
+
+
+def acknowledge(
+    loaded: LoadedSettings, network_id: str, node_id: str, *, until: datetime, reason: str, mode: Mode
+) -> AcknowledgementView:
+    """Record that the difference for one member is accepted until ``until``; a dry run only checks it."""
+    network_id, node_id = network_id.lower(), node_id.lower()
+    if not is_network_id(network_id):
+        raise UsageError(f"invalid network ID {network_id!r}: expected 16 hex digits")
+    if not is_node_id(node_id):
+        raise UsageError(f"invalid node ID {node_id!r}: expected 10 hex digits")
+    if not reason.strip():
+        raise UsageError("--reason is empty", hint="say why the difference is accepted")
+    if mode is Mode.AUDIT:
+        raise UsageError("ack does not support --audit", hint="use --dry-run to check the arguments")
+    job = open_job(loaded, command="ack", mode=mode, needs_controller=False)
+    try:
+        now = job.now()
+        if until.tzinfo is None:
+            raise UsageError(f"--until {until.isoformat()} has no time zone", hint="add Z for UTC")
+        if until <= now:
+            raise UsageError(f"--until {until.isoformat()} is not in the future")
+        view = AcknowledgementView(network_id, node_id, until, reason.strip(), current_user(), now)
+        if mode is Mode.APPLY:
+            with job.sessions() as session:
+                session.add(
+                    Acknowledgement(
+                        network_id=network_id, node_id=node_id, until=until, reason=view.reason,
+                        created_at=now, created_by=view.created_by,
+                    )
+                )
+                session.commit()
+        job.recorder.finish(0, {})
+        return view
+    finally:
+        job.close()
+
+
+def active_acknowledgements(session: Session, network_id: str, now: datetime) -> dict[str, AcknowledgementView]:
+    """Return the acknowledgements of a network still in force, the latest-ending one per member."""
+    statement = select(Acknowledgement).where(
+        Acknowledgement.network_id == network_id, Acknowledgement.until > now
+    )
+    views: dict[str, AcknowledgementView] = {}
+    for row in session.scalars(statement):
+        view = AcknowledgementView(row.network_id, row.node_id, row.until, row.reason, row.created_by, row.created_at)
+        if row.node_id not in views or views[row.node_id].until < view.until:
+            views[row.node_id] = view
+    return views
+
+
+def apply_acknowledgements(findings: list[Finding], acknowledgements: dict[str, AcknowledgementView]) -> list[Finding]:
+    """Mark acknowledged findings as not pending; their actions stay as planned."""
+    marked = []
+    for finding in findings:
+        acknowledgement = acknowledgements.get(finding.node_id)
+        if acknowledgement is None or not finding.pending:
+            marked.append(finding)
+            continue
+        marked.append(
+            replace(
+                finding,
+                pending=False,
+                acknowledged_until=acknowledgement.until,
+                reason=f"{finding.reason} (acknowledged until {acknowledgement.until:%Y-%m-%d %H:%M}Z "
+                f"by {acknowledgement.created_by}: {acknowledgement.reason})",
+            )
+        )
+    return marked
