@@ -22,7 +22,7 @@ from ztctl.engine.check import run_checks
 from ztctl.engine.explain import Explanation, explain
 from ztctl.engine.history import HistoryFilter, query_history
 from ztctl.engine.job import open_job
-from ztctl.errors import UsageError, ZtctlError
+from ztctl.errors import ExitCode, UsageError, ZtctlError
 
 NetworkArgument = Annotated[str, typer.Argument(help="Network ID, 16 hex digits.")]
 NodeArgument = Annotated[str, typer.Argument(help="Node ID of the member, 10 hex digits.")]
@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
             document["entries"] = [entry.to_dict() for entry in entries]
             jsonout.emit(document)
             return
-        table = Table(title=f"{len(entries)} audit log entries, newest first", title_justify="left")
+        noun = "entry" if len(entries) == 1 else "entries"
+        table = Table(title=f"{len(entries)} audit log {noun}, newest first", title_justify="left")
         for column in ("When (UTC)", "Run", "Who", "Network", "Node", "Action", "Outcome", "Reason / detail"):
             table.add_column(column, no_wrap=column != "Reason / detail", overflow="fold")
         for entry in entries:
@@ -113,12 +114,16 @@ def register(app: typer.Typer) -> None:
             result = explain(loaded, network, node)
         except ZtctlError as exc:
             fail(options, "explain", exc, mode=Mode.DRY_RUN)
+        # The explanation is printed even when the controller could not be
+        # read; the exit status then says so.
+        code = int(ExitCode.CONTROLLER) if result.live_error else int(ExitCode.OK)
         if options.is_json:
-            document = jsonout.base_document("explain", "dry-run", 0)
+            document = jsonout.base_document("explain", "dry-run", code)
             document.update(result.to_dict())
             jsonout.emit(document)
-            return
-        _render_explanation(result)
+        else:
+            _render_explanation(result)
+        raise typer.Exit(code)
 
     @command(app, "check", options=BASIC_OPTIONS)
     def check(options: CliOptions) -> None:
@@ -198,7 +203,8 @@ def _future_moment(text: str) -> datetime:
 
 def _render_explanation(result: Explanation) -> None:
     console = stdout_console()
-    console.print(Text(result.verdict, style="bold"))
+    # The verdict stays on one line, so that scripts and people can take the first line alone.
+    console.print(Text(result.verdict, style="bold"), soft_wrap=True)
     details = result.to_dict()
     membership = details["membership"]
     if membership:

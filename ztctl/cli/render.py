@@ -58,7 +58,7 @@ def render_plan(console: Console, result: RunResult, *, dry_run: bool = False) -
         for report in stage.networks:
             _render_network(console, stage, report)
     _render_sync(console, result)
-    console.print(summary_line(result, dry_run=dry_run))
+    console.print(summary_line(result, dry_run=dry_run), soft_wrap=True)
 
 
 def render_outcomes(console: Console, result: RunResult, *, errors: bool = True, always_summary: bool = False) -> None:
@@ -88,7 +88,7 @@ def render_outcomes(console: Console, result: RunResult, *, errors: bool = True,
             )
         console.print(table)
     if rows or always_summary or result.has_errors or result.has_unapplied or result.has_refusals:
-        console.print(summary_line(result))
+        console.print(summary_line(result), soft_wrap=True)
 
 
 def summary_line(result: RunResult, *, dry_run: bool = False) -> str:

@@ -90,10 +90,12 @@ def write_metrics(
         "ztctl_last_success_timestamp_seconds", "When the last run with exit status 0 finished.", labels,
         registry=registry,
     )
-    if exit_code == 0:
-        success.labels(command).set(time.time())
-    elif last_success is not None:
+    # The portal's record comes first, so that the value does not move when a
+    # later run fails; a dry run, which records nothing, uses the clock.
+    if last_success is not None:
         success.labels(command).set(last_success.timestamp())
+    elif exit_code == 0:
+        success.labels(command).set(time.time())
     if result is not None:
         _result_metrics(registry, result)
     try:

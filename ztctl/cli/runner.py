@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import NoReturn
 
 import typer
@@ -29,6 +30,7 @@ from ztctl.config import LoadedSettings, load_settings
 from ztctl.engine import Job, Mode, RunResult, exit_code_for, open_job
 from ztctl.engine.history import last_runs
 from ztctl.errors import ExitCode, Interrupted, UsageError, ZtctlError
+from ztctl.portal.db import WriteAccess, create_portal_engine, session_factory
 from ztctl.redact import redact
 
 log = logging.getLogger(__name__)
@@ -107,17 +109,32 @@ def _write_files(
         document = report_document(result, command=command, mode=str(mode), exit_code=code, error=error)
         write_report(options.report, document)
     if options.metrics_file is not None:
-        last_success = None
-        if job is not None:
-            try:
-                with job.sessions() as session:
-                    _, success = last_runs(session)
-                    last_success = success.finished_at if success is not None else None
-            except SQLAlchemyError as exc:
-                log.warning("could not read the last successful run for the metrics: %s", exc)
+        last_success = _last_success(options, job, command)
         write_metrics(
             options.metrics_file, result, command=command, exit_code=code, started=started, last_success=last_success
         )
+
+
+def _last_success(options: CliOptions, job: Job | None, command: str) -> datetime | None:
+    """Read when the last successful run finished, for the metrics; None if the portal cannot say."""
+    engine = None
+    try:
+        if job is not None:
+            sessions = job.sessions
+        else:
+            # The run failed before it opened the portal (a rejected token, say),
+            # but the metrics must still carry the last success forward.
+            engine = create_portal_engine(load_settings(options.config).settings.database.url, access=WriteAccess.NONE)
+            sessions = session_factory(engine)
+        with sessions() as session:
+            _, success = last_runs(session, command)
+            return success.finished_at if success is not None else None
+    except (SQLAlchemyError, ZtctlError) as exc:
+        log.warning("could not read the last successful run for the metrics: %s", exc)
+        return None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def render_result(options: CliOptions, result: RunResult, code: int, *, plan_shown: bool = False) -> None:

@@ -147,9 +147,9 @@ def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict
     return failures
 
 
-def last_runs(session: Session) -> tuple[Run | None, Run | None]:
-    """Return the last finished apply run and the last one that finished with exit status 0."""
-    finished = select(Run).where(Run.mode == "apply", Run.finished_at.is_not(None)).order_by(Run.id.desc())
+def last_runs(session: Session, command: str) -> tuple[Run | None, Run | None]:
+    """Return the last finished run of ``command`` and the last one that finished with exit status 0."""
+    finished = select(Run).where(Run.command == command, Run.finished_at.is_not(None)).order_by(Run.id.desc())
     last = session.scalars(finished.limit(1)).one_or_none()
     success = session.scalars(finished.where(Run.exit_code == 0).limit(1)).one_or_none()
     return last, success
