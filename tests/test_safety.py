@@ -26,8 +26,8 @@ from scenario import (
 from ztctl.controller.emulator import Fault
 from ztctl.engine import Mode, open_job
 from ztctl.engine.model import OutcomeStatus
-from ztctl.engine.stages import apply_stage, plan_stage
-from ztctl.engine.sync import run_sync
+from ztctl.engine.stages import apply_network, plan_network
+from ztctl.engine.sync import sync_network
 from ztctl.errors import ExitCode
 
 FLEET = f"{ADDRESS}f1ee70"
@@ -321,33 +321,33 @@ def test_expire_keeps_membership_with_activation_to_come(tmp_path, portal_url, e
 
 def _plan_repair(space: Workspace):
     job = open_job(space.load_settings(), command="repair", mode=Mode.APPLY)
-    _, snapshots = run_sync(job)
-    return job, plan_stage(job, "repair", snapshots, drift=True, unknown=False)
+    _, snapshot = sync_network(job, ENGINEERING, "engineering", write_cache=True)
+    return job, plan_network(job, "repair", snapshot, drift=True, unknown=False)
 
 
 def test_portal_change_after_plan_skips_deauthorization(workspace):
-    job, stage = _plan_repair(workspace)
+    job, report = _plan_repair(workspace)
     try:
         workspace.sql("UPDATE memberships SET state = 'active' WHERE node_id = 'e5f6a7b8c9'")
-        apply_stage(job, stage)
+        apply_network(job, "repair", report)
     finally:
         job.close()
 
-    outcome = next(o for o in stage.outcomes if o.finding.node_id == "e5f6a7b8c9")
+    outcome = next(o for o in report.outcomes if o.finding.node_id == "e5f6a7b8c9")
     assert outcome.status is OutcomeStatus.SKIPPED
     assert "changed since plan" in outcome.detail
     assert authorization(workspace.emulator, ENGINEERING)["e5f6a7b8c9"] is True
 
 
 def test_controller_change_after_plan_skips_deauthorization(workspace):
-    job, stage = _plan_repair(workspace)
+    job, report = _plan_repair(workspace)
     try:
         workspace.emulator.put_member(ENGINEERING, "e5f6a7b8c9", active_bridge=True)
-        apply_stage(job, stage)
+        apply_network(job, "repair", report)
     finally:
         job.close()
 
-    outcome = next(o for o in stage.outcomes if o.finding.node_id == "e5f6a7b8c9")
+    outcome = next(o for o in report.outcomes if o.finding.node_id == "e5f6a7b8c9")
     assert outcome.status is OutcomeStatus.SKIPPED
     assert "revision" in outcome.detail
     assert authorization(workspace.emulator, ENGINEERING)["e5f6a7b8c9"] is True

@@ -9,11 +9,20 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import NoReturn
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.cli import jsonout
@@ -57,7 +66,8 @@ def run_engine_command(
         run_mode = mode or options.mode
         loaded = load_settings(options.config)
         job = open_job(loaded, command=command, mode=run_mode, wait=options.wait, force=options.force)
-        result = action(job)
+        with progress_display(job, options):
+            result = action(job)
         result.run_id = job.recorder.run_id
         code = exit_code_for(result)
         job.finish(result, code)
@@ -79,6 +89,29 @@ def run_engine_command(
             job.close()
     render_result(options, result, code, plan_shown=plan_shown())
     raise typer.Exit(code)
+
+
+@contextmanager
+def progress_display(job: Job, options: CliOptions) -> Iterator[None]:
+    """Show how many networks are done on a terminal; cron, pipes and JSON output get nothing."""
+    if options.is_json or options.quiet or not sys.stderr.isatty():
+        yield
+        return
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=stderr_console(), transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(f"{stage}: networks", total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    job.progress = update
+    with progress:
+        yield
+    job.progress = None
 
 
 def _abandon(

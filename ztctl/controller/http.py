@@ -135,6 +135,7 @@ class HttpSession:
         retries: int,
         token_source: str,
         hints: ErrorHints,
+        max_in_flight: int = 4,
     ) -> None:
         self.client = client
         self.base_url = base_url
@@ -147,6 +148,10 @@ class HttpSession:
         self.deadline: float | None = None
         """``time.monotonic()`` value after which no request is retried: the run's time limit."""
         self._stats_lock = threading.Lock()
+        # Bounds the requests in flight across every thread of a run: the
+        # engine works on several networks at once, and each may read members
+        # in parallel, but the controller's HTTP server has a listen backlog of 5.
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, retries={self.retries})"
@@ -238,7 +243,8 @@ class HttpSession:
     ) -> httpx.Response:
         started = time.perf_counter()
         try:
-            response = self.client.request(method, path, json=json)
+            with self._in_flight:
+                response = self.client.request(method, path, json=json)
         except httpx.HTTPError as error:
             self._count(kind)
             logger.debug(

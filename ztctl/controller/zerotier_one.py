@@ -117,6 +117,7 @@ class ZeroTierOneClient(ControllerClient):
             retries=retries,
             token_source=token_source,
             hints=ErrorHints(token_rejected=TOKEN_HINT, unreachable=UNREACHABLE_HINT),
+            max_in_flight=concurrency,
         )
         self.api = ZeroTierOneApi(self.http)
         self.version: str | None = None

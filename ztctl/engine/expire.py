@@ -191,7 +191,8 @@ def _apply_network(job: Job, result: StageResult, report: NetworkReport, plans: 
     job.check_lock()
     for plan in plans:
         if job.past_deadline():
-            job.note_deadline(result, report)
+            job.note_deadline(report)
+            result.counts.errors += 1
             return
         outcome = _apply_one(job, client, plan, policy)
         report.outcomes.append(outcome)

@@ -12,6 +12,7 @@ import getpass
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from ztctl.engine.model import (
     NetworkReport,
     Outcome,
     RunResult,
-    StageResult,
 )
 from ztctl.errors import ExitCode, PortalUnavailable
 from ztctl.portal.db import (
@@ -147,6 +147,11 @@ class Job:
     deadline: float | None = None
     """``time.monotonic()`` value after which the run starts no new action."""
     lock: RunLock | None = None
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    """Set on an interrupt, so that workers stop between actions."""
+    progress: Callable[[str, int, int], None] | None = None
+    """Called with a stage name, networks done and networks in all; the CLI shows it on a terminal."""
+    progress_stage: str = ""
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -161,19 +166,26 @@ class Job:
             self.lock.ensure_held()
 
     def past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.stop_requested.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)
 
-    def note_deadline(self, result: StageResult, report: NetworkReport) -> None:
-        """Record that the run's time limit stopped a stage before the end of a network's actions."""
-        limit = self.settings.run.time_limit
-        message = (
-            f"run time limit of {int(limit.total_seconds())}s reached on network {report.network_id}; "
-            "the remaining actions are left for the next run"
-        )
-        if message not in result.errors:
-            result.errors.append(message)
-            result.counts.errors += 1
-            log.error("%s", message)
+    def report_progress(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(self.progress_stage, done, total)
+
+    def note_deadline(self, report: NetworkReport) -> None:
+        """Record that the run stopped (its time limit, or an interrupt) before the end of a network's actions."""
+        if self.stop_requested.is_set():
+            message = "interrupted; the remaining actions are left for the next run"
+        else:
+            limit = self.settings.run.time_limit
+            message = (
+                f"run time limit of {int(limit.total_seconds())}s reached; "
+                "the remaining actions are left for the next run"
+            )
+        if report.error != message:
+            report.error = message
+            report.counts.errors += 1
+            log.error("network %s: %s", report.network_id, message, extra={"network": report.network_id})
 
     def commit_after_write(self, session: Session, finding: Finding) -> None:
         """Commit the record of a change already made on the controller.

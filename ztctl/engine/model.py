@@ -131,6 +131,8 @@ class NetworkReport:
     member_count: int | None = None
     cache_changes: int = 0
     """Cache rows that sync wrote, or in a read-only run would write."""
+    counts: JobCounts = field(default_factory=lambda: JobCounts())
+    """This network's share of its stage's counters; ``StageResult.add`` sums them."""
 
     @property
     def pending(self) -> list[Finding]:
@@ -178,6 +180,14 @@ class JobCounts:
     def to_dict(self) -> dict[str, int]:
         return dict(vars(self))
 
+    def add(self, other: JobCounts) -> None:
+        """Add ``other`` to these counters; the largest overdue time wins instead of adding up."""
+        for name, value in vars(other).items():
+            if name == "max_overdue_seconds":
+                self.max_overdue_seconds = max(self.max_overdue_seconds, value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
 
 @dataclass
 class StageResult:
@@ -190,6 +200,11 @@ class StageResult:
     counts: JobCounts = field(default_factory=JobCounts)
     errors: list[str] = field(default_factory=list)
     """Errors that belong to no single network, such as a failed portal query."""
+
+    def add(self, report: NetworkReport) -> None:
+        """Append a network's report and add its counters to the stage's."""
+        self.networks.append(report)
+        self.counts.add(report.counts)
 
     @property
     def findings(self) -> list[Finding]:
@@ -231,11 +246,9 @@ class RunResult:
     def counts(self) -> JobCounts:
         total = JobCounts()
         for stage in self.stages:
-            for name, value in vars(stage.counts).items():
-                setattr(total, name, getattr(total, name) + value)
+            total.add(stage.counts)
         # A network counts once however many stages processed it.
         total.networks_processed = max((s.counts.networks_processed for s in self.stages), default=0)
-        total.max_overdue_seconds = max((s.counts.max_overdue_seconds for s in self.stages), default=0)
         return total
 
     @property

@@ -8,9 +8,9 @@ right before an action.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from ztctl.controller.base import (
@@ -319,40 +319,43 @@ def write_network_cache(
     *,
     dry_run: bool = False,
     read_in_full: bool = True,
+    refresh_after: timedelta | None = None,
 ) -> CacheChanges:
-    """Make the cache hold exactly ``members`` for the network, rewriting only rows that changed.
+    """Make the cache hold exactly ``members`` for the network, writing only rows that changed.
 
-    ``read_in_full`` says that no member was reused from the cache, which
-    restarts the cache's age. With ``dry_run`` the changes are counted and
-    nothing is touched.
+    One query reads the network's rows; inserts and updates go out as bulk
+    statements, so the cost does not grow with one round trip per member.
+    ``read_in_full`` says no member was reused from the cache, which restarts
+    the cache's age (at most once per ``refresh_after``, so that an unchanged
+    network rewrites nothing). With ``dry_run`` the changes are only counted.
     """
-    changes = CacheChanges()
     existing = {
         row.node_id: row
         for row in session.scalars(
             select(ControllerMemberCache).where(ControllerMemberCache.network_id == network.id)
         )
     }
+    inserts: list[dict[str, object]] = []
+    updates: list[dict[str, object]] = []
     for member in members:
-        row = existing.get(member.node_id)
         fields = _cache_fields(member)
+        row = existing.get(member.node_id)
         if row is None:
-            changes.inserted += 1
-            if not dry_run:
-                session.add(
-                    ControllerMemberCache(network_id=network.id, node_id=member.node_id, synced_at=now, **fields)
-                )
+            inserts.append({"network_id": network.id, "node_id": member.node_id, "synced_at": now, **fields})
         elif any(getattr(row, name) != value for name, value in fields.items()):
-            changes.updated += 1
-            if not dry_run:
-                for name, value in fields.items():
-                    setattr(row, name, value)
-                row.synced_at = now
+            updates.append({"network_id": network.id, "node_id": member.node_id, "synced_at": now, **fields})
     seen = {member.node_id for member in members}
     vanished = [node for node in existing if node not in seen]
-    changes.deleted = len(vanished)
+    changes = CacheChanges(len(inserts), len(updates), len(vanished))
     if dry_run:
         return changes
+
+    # The rows read above would be stale after the bulk statements.
+    session.expunge_all()
+    if inserts:
+        session.execute(insert(ControllerMemberCache), inserts)
+    if updates:
+        session.execute(update(ControllerMemberCache), updates)
     if vanished:
         session.execute(
             delete(ControllerMemberCache).where(
@@ -360,24 +363,40 @@ def write_network_cache(
                 ControllerMemberCache.node_id.in_(vanished),
             )
         )
-    _write_network_row(session, network, len(members), now, read_in_full=read_in_full)
+    _write_network_row(
+        session, network, len(members), now, changed=changes.total > 0,
+        read_in_full=read_in_full, refresh_after=refresh_after,
+    )
     return changes
 
 
 def _write_network_row(
-    session: Session, network: ControllerNetwork, member_count: int, now: datetime, *, read_in_full: bool
+    session: Session,
+    network: ControllerNetwork,
+    member_count: int,
+    now: datetime,
+    *,
+    changed: bool,
+    read_in_full: bool,
+    refresh_after: timedelta | None,
 ) -> None:
     name = network.name[:_NAME_LENGTH]
     row = session.get(ControllerNetworkCache, network.id)
     if row is None:
-        row = ControllerNetworkCache(id=network.id, name=name, private=network.private, member_count=member_count)
-        session.add(row)
-    elif (row.name, row.private, row.member_count) != (name, network.private, member_count):
+        session.add(
+            ControllerNetworkCache(
+                id=network.id, name=name, private=network.private, member_count=member_count,
+                synced_at=now, members_read_at=now if read_in_full else None,
+            )
+        )
+        return
+    if changed or (row.name, row.private, row.member_count) != (name, network.private, member_count):
         row.name = name
         row.private = network.private
         row.member_count = member_count
-    row.synced_at = now
-    if read_in_full:
+        row.synced_at = now
+    stale = row.members_read_at is None or refresh_after is None or now - row.members_read_at >= refresh_after
+    if read_in_full and stale:
         row.members_read_at = now
 
 

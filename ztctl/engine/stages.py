@@ -24,13 +24,15 @@ from ztctl.engine.job import Job
 from ztctl.engine.model import (
     ActionKind,
     DriftKind,
+    JobCounts,
     NetworkReport,
     Outcome,
     OutcomeStatus,
     RunResult,
     StageResult,
 )
-from ztctl.engine.sync import NetworkSnapshot, run_sync
+from ztctl.engine.sync import NetworkSnapshot, managed_networks, run_sync, sync_network
+from ztctl.engine.workers import for_each_network
 from ztctl.errors import ControllerUnreachable, PortalUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,74 +41,76 @@ Confirm = Callable[[RunResult], bool]
 """Asked before applying a plan; returning False applies nothing."""
 
 
-def plan_stage(
-    job: Job, stage: str, snapshots: list[NetworkSnapshot], *, drift: bool, unknown: bool
-) -> StageResult:
-    """Build the findings of ``stage`` for every network that could be read, and let the guard review them."""
+def plan_network(
+    job: Job, stage: str, snapshot: NetworkSnapshot, *, drift: bool, unknown: bool
+) -> NetworkReport:
+    """Build one network's findings for ``stage`` and let the guard review them."""
     now = job.now()
-    result = StageResult(stage, job.mode, now)
-    for snapshot in snapshots:
-        if snapshot.error is not None or snapshot.network is None:
-            continue
-        network = snapshot.network
-        report = NetworkReport(network.id, name=network.name or snapshot.portal_name, private=network.private)
-        report.member_count = len(snapshot.members)
-        with job.sessions() as session:
-            memberships = portal_state.memberships_by_node(session, network.id, job.problems)
-            deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
-            acknowledgements = active_acknowledgements(session, network.id, now)
-        policy = DriftPolicy.for_network(job.settings.policies, network.id)
-        members = list(snapshot.members)
-        if drift:
-            report.findings.extend(find_drift(network, members, memberships, policy, now))
-        if unknown:
-            unknown_findings = find_unknown(network, members, memberships, policy, now, deletions)
-            report.findings.extend(unknown_findings)
-            result.counts.unknown_members += len(unknown_findings)
-        report.findings = apply_acknowledgements(report.findings, acknowledgements)
-        active = sum(1 for membership in memberships.values() if membership.grants_access(now))
-        actionable = [finding for finding in report.findings if finding.action is not None]
-        report.refusal = job.guard.review(network.id, actionable, active_memberships=active)
-        if report.refusal is not None:
-            result.counts.refused += len(actionable)
-            log.error("network %s: refused: %s; nothing was changed on it", network.id, report.refusal)
-        result.networks.append(report)
-    return result
+    network = snapshot.network
+    assert network is not None
+    report = NetworkReport(network.id, name=network.name or snapshot.portal_name, private=network.private)
+    report.member_count = len(snapshot.members)
+    with job.sessions() as session:
+        memberships = portal_state.memberships_by_node(session, network.id, job.problems)
+        deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
+        acknowledgements = active_acknowledgements(session, network.id, now)
+    policy = DriftPolicy.for_network(job.settings.policies, network.id)
+    members = list(snapshot.members)
+    if drift:
+        report.findings.extend(find_drift(network, members, memberships, policy, now))
+    if unknown:
+        unknown_findings = find_unknown(network, members, memberships, policy, now, deletions)
+        report.findings.extend(unknown_findings)
+        report.counts.unknown_members += len(unknown_findings)
+    report.findings = apply_acknowledgements(report.findings, acknowledgements)
+    active = sum(1 for membership in memberships.values() if membership.grants_access(now))
+    actionable = [finding for finding in report.findings if finding.action is not None]
+    report.refusal = job.guard.review(network.id, actionable, active_memberships=active)
+    if report.refusal is not None:
+        report.counts.refused += len(actionable)
+        log.error("network %s: refused: %s; nothing was changed on it", network.id, report.refusal)
+    return report
 
 
-def apply_stage(job: Job, result: StageResult) -> None:
-    """Apply every actionable finding of a planned stage, network by network.
+def finish_network(job: Job, stage: str, report: NetworkReport, *, apply: bool = True) -> None:
+    """Record a planned network in a read-only run, or apply it (unless ``apply`` is False)."""
+    if job.mode.is_read_only:
+        _record_findings(job, stage, report)
+    elif apply:
+        apply_network(job, stage, report)
+
+
+def apply_network(job: Job, stage: str, report: NetworkReport) -> None:
+    """Apply every actionable finding of one planned network.
 
     A failed action is counted and the rest go on. A controller that stops
-    answering ends the stage: the remaining actions are left for the next run.
+    answering ends the network: its remaining actions are left for the next run.
     """
-    for report in result.networks:
-        if report.refusal is not None:
-            _record_refusal(job, result.stage, report)
-            continue
-        try:
-            _apply_report(job, result, report)
-        except ControllerUnreachable as exc:
-            report.error = f"stopped: {exc}"
-            result.errors.append(f"network {report.network_id}: {report.error}")
-            result.counts.errors += 1
-            log.error("network %s: %s", report.network_id, report.error)
-            return
-        if result.stage == "unknown":
-            _flag_unknown(job, report)
+    if report.refusal is not None:
+        _record_refusal(job, stage, report)
+        return
+    try:
+        _apply_report(job, stage, report)
+    except ControllerUnreachable as exc:
+        report.error = f"stopped: {exc}"
+        report.counts.errors += 1
+        log.error("network %s: %s", report.network_id, report.error, extra={"network": report.network_id})
+        return
+    if stage == "unknown":
+        _flag_unknown(job, report)
 
 
-def _apply_report(job: Job, result: StageResult, report: NetworkReport) -> None:
+def _apply_report(job: Job, stage: str, report: NetworkReport) -> None:
     job.check_lock()
     for finding in report.findings:
         if finding.action is None:
             continue
         if job.past_deadline():
-            job.note_deadline(result, report)
+            job.note_deadline(report)
             return
-        outcome = apply_finding(job, result.stage, finding)
+        outcome = apply_finding(job, stage, finding)
         report.outcomes.append(outcome)
-        _count_outcome(result, outcome.finding.action, outcome.status)
+        _count_outcome(report, outcome.finding.action, outcome.status)
         if outcome.status is OutcomeStatus.APPLIED:
             job.guard.record(report.network_id, finding)
 
@@ -121,13 +125,13 @@ def _record_refusal(job: Job, stage: str, report: NetworkReport) -> None:
         session.commit()
 
 
-def record_findings(job: Job, result: StageResult) -> None:
+def _record_findings(job: Job, stage: str, report: NetworkReport) -> None:
     """Record every finding in the audit log, as an audit run does instead of applying them."""
-    if not job.recorder.enabled:
+    if not job.recorder.enabled or not report.findings:
         return
     with job.sessions() as session:
-        for finding in result.findings:
-            job.recorder.record(session, result.stage, finding, None)
+        for finding in report.findings:
+            job.recorder.record(session, stage, finding, None)
         session.commit()
 
 
@@ -148,8 +152,8 @@ def _flag_unknown(job: Job, report: NetworkReport) -> None:
         )
 
 
-def _count_outcome(result: StageResult, action: ActionKind | None, status: OutcomeStatus) -> None:
-    counts = result.counts
+def _count_outcome(report: NetworkReport, action: ActionKind | None, status: OutcomeStatus) -> None:
+    counts = report.counts
     if status is OutcomeStatus.APPLIED:
         if action in (ActionKind.AUTHORIZE, ActionKind.PREAUTHORIZE):
             counts.authorized += 1
@@ -163,16 +167,6 @@ def _count_outcome(result: StageResult, action: ActionKind | None, status: Outco
             counts.delete_errors += 1
     elif status is OutcomeStatus.SKIPPED:
         counts.skipped += 1
-
-
-def _finish_stage(job: Job, result: StageResult, confirm: Confirm | None, run: RunResult) -> None:
-    if job.mode.is_read_only:
-        record_findings(job, result)
-        return
-    if confirm is not None and result.has_pending and not confirm(run):
-        log.warning("plan not applied: confirmation declined")
-        return
-    apply_stage(job, result)
 
 
 def _report_problems(job: Job, run: RunResult) -> None:
@@ -222,18 +216,42 @@ def expire(job: Job, run: RunResult) -> None:
 
 @_command("sync")
 def sync(job: Job, run: RunResult) -> None:
-    stage, _ = run_sync(job)
-    run.stages.append(stage)
+    job.progress_stage = "sync"
+    run.stages.append(run_sync(job))
 
 
 @_command("diff")
 def diff(job: Job, run: RunResult, *, confirm: Confirm | None = None) -> None:
-    """Show drift and unknown members; in apply mode, repair them after ``confirm`` agrees."""
-    sync_stage, snapshots = run_sync(job, write_cache=not job.mode.is_read_only)
-    run.stages.append(_errors_only(sync_stage))
-    stage = plan_stage(job, run.command, snapshots, drift=True, unknown=True)
-    run.stages.append(stage)
-    _finish_stage(job, stage, confirm, run)
+    """Show drift and unknown members; in apply mode, repair them after ``confirm`` agrees.
+
+    Every network is planned before anything is applied, because the
+    confirmation is about the whole plan.
+    """
+    stage = StageResult(run.command, job.mode, job.now())
+    sync_stage = StageResult("sync", job.mode, job.now())
+    run.stages.extend([sync_stage, stage])
+
+    def plan(network_id: str, name: str) -> tuple[NetworkReport, NetworkReport | None]:
+        sync_report, snapshot = sync_network(job, network_id, name, write_cache=not job.mode.is_read_only)
+        if snapshot.error is not None:
+            return sync_report, None
+        report = plan_network(job, run.command, snapshot, drift=True, unknown=True)
+        finish_network(job, run.command, report, apply=False)
+        return sync_report, report
+
+    job.progress_stage = "read"
+    _collect(sync_stage, stage, for_each_network(job, managed_networks(job), plan))
+    if job.mode.is_read_only or not stage.findings:
+        return
+    if confirm is not None and stage.has_pending and not confirm(run):
+        log.warning("plan not applied: confirmation declined")
+        return
+    job.progress_stage = "apply"
+    applied = for_each_network(
+        job, [(report.network_id, report.name) for report in stage.networks],
+        lambda network_id, _name: _apply_planned(job, run.command, stage, network_id),
+    )
+    stage.counts = sum_counts(applied)
 
 
 def repair(job: Job) -> RunResult:
@@ -242,23 +260,65 @@ def repair(job: Job) -> RunResult:
 
 @_command("unknown")
 def unknown(job: Job, run: RunResult) -> None:
-    sync_stage, snapshots = run_sync(job, write_cache=not job.mode.is_read_only)
-    run.stages.append(_errors_only(sync_stage))
-    stage = plan_stage(job, "unknown", snapshots, drift=False, unknown=True)
-    run.stages.append(stage)
-    _finish_stage(job, stage, None, run)
+    _stream(job, run, (("unknown", False, True),), write_cache=not job.mode.is_read_only)
 
 
 @_command("reconcile")
 def reconcile(job: Job, run: RunResult) -> None:
     """Run the whole job: expire, sync, diff and repair, unknown."""
+    job.progress_stage = "expire"
     run.stages.append(run_expire(job))
-    sync_stage, snapshots = run_sync(job)
-    run.stages.append(sync_stage)
-    for name, drift, unknown_members in (("repair", True, False), ("unknown", False, True)):
-        stage = plan_stage(job, name, snapshots, drift=drift, unknown=unknown_members)
-        run.stages.append(stage)
-        _finish_stage(job, stage, None, run)
+    _stream(job, run, (("repair", True, False), ("unknown", False, True)), write_cache=True)
+
+
+def _stream(job: Job, run: RunResult, steps: tuple[tuple[str, bool, bool], ...], *, write_cache: bool) -> None:
+    """Read each network and carry it through ``steps`` before the next, so memory holds one network per worker."""
+    sync_stage = StageResult("sync", job.mode, job.now())
+    stages = [StageResult(name, job.mode, job.now()) for name, _, _ in steps]
+    run.stages.extend([sync_stage, *stages])
+
+    def process(network_id: str, name: str) -> list[NetworkReport | None]:
+        sync_report, snapshot = sync_network(job, network_id, name, write_cache=write_cache)
+        if snapshot.error is not None:
+            return [sync_report, *(None for _ in steps)]
+        reports: list[NetworkReport | None] = [sync_report]
+        for stage_name, drift, unknown_members in steps:
+            report = plan_network(job, stage_name, snapshot, drift=drift, unknown=unknown_members)
+            finish_network(job, stage_name, report)
+            reports.append(report)
+        return reports
+
+    job.progress_stage = "networks"
+    for reports in for_each_network(job, managed_networks(job), process):
+        sync_stage.add(reports[0])  # type: ignore[arg-type]
+        for stage, report in zip(stages, reports[1:], strict=True):
+            if report is not None:
+                stage.add(report)
+    if run.command != "sync":
+        _errors_only(sync_stage)
+
+
+def _apply_planned(job: Job, stage_name: str, stage: StageResult, network_id: str) -> JobCounts:
+    report = next(report for report in stage.networks if report.network_id == network_id)
+    apply_network(job, stage_name, report)
+    return report.counts
+
+
+def _collect(
+    sync_stage: StageResult, stage: StageResult, results: list[tuple[NetworkReport, NetworkReport | None]]
+) -> None:
+    for sync_report, report in results:
+        sync_stage.add(sync_report)
+        if report is not None:
+            stage.add(report)
+    _errors_only(sync_stage)
+
+
+def sum_counts(reports: list[JobCounts]) -> JobCounts:
+    total = JobCounts()
+    for counts in reports:
+        total.add(counts)
+    return total
 
 
 def _errors_only(stage: StageResult) -> StageResult:

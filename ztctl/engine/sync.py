@@ -1,9 +1,9 @@
-"""The sync stage: read every managed network's members from the controller.
+"""The sync stage: read each managed network's members from the controller.
 
-The snapshots it returns feed the later stages of the same run, so a run
-reads each network's member list once. In apply mode the cache
-(``zerotier_memberships``) is rewritten to match, row by row and only where
-something changed.
+A network is read once per run, and what a later stage needs from it is
+planned right away, so a run holds one network's members at a time per
+worker, not every network's. In apply mode the cache (``zerotier_memberships``)
+is rewritten to match, and only the rows that changed are written.
 """
 
 from __future__ import annotations
@@ -35,32 +35,42 @@ class NetworkSnapshot:
     """False when the client may have reused cached members instead of reading them."""
 
 
-def run_sync(job: Job, *, write_cache: bool = True) -> tuple[StageResult, list[NetworkSnapshot]]:
-    """Read every managed network; write the cache when ``write_cache`` is set and the run may write."""
-    now = job.now()
-    result = StageResult(STAGE, job.mode, now)
-    snapshots = []
+def managed_networks(job: Job) -> list[tuple[str, str]]:
+    """Return the ID and portal name of every network the portal manages."""
     with job.sessions() as session:
         networks = [(network.id, network.name) for network in portal_state.managed_networks(session, job.problems)]
     if not networks:
         log.warning("the portal manages no network, so nothing was checked; load one with `ztctl portal load`")
-    for network_id, portal_name in networks:
-        snapshot = read_network(job, network_id, portal_name)
-        snapshots.append(snapshot)
-        report = NetworkReport(network_id, name=portal_name)
-        result.networks.append(report)
-        if snapshot.error is not None:
-            report.error = snapshot.error
-            result.counts.errors += 1
-            continue
-        assert snapshot.network is not None
-        report.name = snapshot.network.name or portal_name
-        report.private = snapshot.network.private
-        report.member_count = len(snapshot.members)
-        result.counts.networks_processed += 1
-        if write_cache:
-            report.cache_changes = _write_cache(job, snapshot, dry_run=job.mode.is_read_only)
-    return result, snapshots
+    return networks
+
+
+def sync_network(job: Job, network_id: str, portal_name: str, *, write_cache: bool) -> tuple[NetworkReport, NetworkSnapshot]:
+    """Read one network, write its cache when asked (only counting in a read-only run), and report it."""
+    snapshot = read_network(job, network_id, portal_name)
+    report = NetworkReport(network_id, name=portal_name)
+    if snapshot.error is not None:
+        report.error = snapshot.error
+        report.counts.errors += 1
+        return report, snapshot
+    assert snapshot.network is not None
+    report.name = snapshot.network.name or portal_name
+    report.private = snapshot.network.private
+    report.member_count = len(snapshot.members)
+    report.counts.networks_processed += 1
+    if write_cache:
+        report.cache_changes = _write_cache(job, snapshot, dry_run=job.mode.is_read_only)
+    return report, snapshot
+
+
+def run_sync(job: Job) -> StageResult:
+    """Read every managed network and write the cache; the ``sync`` command."""
+    from ztctl.engine.workers import for_each_network
+
+    result = StageResult(STAGE, job.mode, job.now())
+    reports = for_each_network(job, managed_networks(job), lambda nw, name: sync_network(job, nw, name, write_cache=True)[0])
+    for report in reports:
+        result.add(report)
+    return result
 
 
 def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot:
@@ -72,39 +82,44 @@ def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot
         return NetworkSnapshot(network_id, portal_name, error=mismatch)
     try:
         network = client.get_network(network_id)
-        cached = reusable_cache(job, network_id)
-        members = client.list_members(network_id, cached)
+        cached, reusable = _cache(job, network_id)
+        members = client.list_members(network_id, reusable)
     except NetworkNotFound:
         error = (
             f"network {network_id} is managed in the portal but not on the controller; "
             "nothing was changed on it"
         )
-        log.error("%s", error)
+        log.error("%s", error, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=error)
     except ControllerResponseError as exc:
-        log.error("reading network %s failed: %s", network_id, exc)
+        log.error("reading network %s failed: %s", network_id, exc, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=f"reading the network failed: {exc}")
     log.debug("network %s: %d members read", network_id, len(members))
-    with job.sessions() as session:
-        cached_authorized = sum(1 for m in portal_state.cached_members(session, network_id).values() if m.authorized)
-    job.guard.observe(network_id, members, cached_authorized)
-    reused = any(cached.get(member.node_id) is member for member in members)
+    job.guard.observe(network_id, members, sum(1 for member in cached.values() if member.authorized))
+    reused = any(reusable.get(member.node_id) is member for member in members)
     return NetworkSnapshot(network_id, portal_name, network, tuple(members), read_in_full=not reused)
 
 
-def reusable_cache(job: Job, network_id: str) -> dict[str, ControllerMember]:
-    """Return the cached members a client may reuse by revision, or nothing once the cache is too old.
+def _cache(job: Job, network_id: str) -> tuple[dict[str, ControllerMember], dict[str, ControllerMember]]:
+    """Return the network's cached members, and those a client may reuse by revision.
 
     A member deleted and then created anew can come back with a revision the
     cache already holds, so reuse by revision alone could keep a stale
-    "deauthorized" forever. Reading every member again after
-    ``controller.cache_max_age`` bounds how long such a mistake can last.
+    "deauthorized" forever. Once ``controller.cache_max_age`` has passed since
+    the last full read, nothing is reused, which bounds how long such a
+    mistake can last.
     """
     with job.sessions() as session:
+        cached = portal_state.cached_members(session, network_id)
         read_at = portal_state.members_read_at(session, network_id)
-        if read_at is None or job.now() - read_at >= job.settings.controller.cache_max_age:
-            return {}
-        return portal_state.cached_members(session, network_id)
+    if read_at is None or job.now() - read_at >= job.settings.controller.cache_max_age:
+        return cached, {}
+    return cached, cached
+
+
+def reusable_cache(job: Job, network_id: str) -> dict[str, ControllerMember]:
+    """Return the cached members a client may reuse by revision (see ``_cache``)."""
+    return _cache(job, network_id)[1]
 
 
 def _foreign_network(job: Job, network_id: str) -> str | None:
@@ -128,9 +143,12 @@ def _write_cache(job: Job, snapshot: NetworkSnapshot, *, dry_run: bool) -> int:
     """Write (or in a read-only run, only count) the network's cache changes; return how many rows."""
     assert snapshot.network is not None
     with job.sessions() as session:
+        # Restarting the cache's age at half its maximum keeps a full read in
+        # time while an unchanged network's row is rewritten only now and then.
         changes = portal_state.write_network_cache(
             session, snapshot.network, list(snapshot.members), job.now(),
             dry_run=dry_run, read_in_full=snapshot.read_in_full,
+            refresh_after=job.settings.controller.cache_max_age / 2,
         )
         if not dry_run:
             session.commit()
