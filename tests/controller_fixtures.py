@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from ztctl.controller.emulator import ControllerEmulator
+from ztctl.controller.emulator import CentralEmulator, ControllerEmulator
 
 EMULATOR_TOKEN = "emulator-test-token"
+BACKENDS = ("zerotier-one", "central")
 
-__all__ = ["EMULATOR_TOKEN", "emulator", "make_emulator"]
+__all__ = ["BACKENDS", "EMULATOR_TOKEN", "any_emulator", "emulator", "make_emulator"]
 
 
 @pytest.fixture
@@ -43,3 +44,17 @@ def make_emulator() -> Iterator[Callable[..., ControllerEmulator]]:
 def emulator(make_emulator: Callable[..., ControllerEmulator]) -> ControllerEmulator:
     """A running 1.14.1 emulator with no networks, token ``EMULATOR_TOKEN``."""
     return make_emulator()
+
+
+@pytest.fixture(params=BACKENDS)
+def any_emulator(request: pytest.FixtureRequest, make_emulator: Callable[..., ControllerEmulator]) -> Any:
+    """A running emulator of each backend in turn: zerotier-one 1.14.1, then ZeroTier Central.
+
+    End-to-end tests take this one, so that a behaviour that differs between
+    the backends fails a test.
+    """
+    if request.param == "zerotier-one":
+        return make_emulator(address="3233204505")
+    emulator = CentralEmulator(token=EMULATOR_TOKEN, rate_limit=None).start()
+    request.addfinalizer(emulator.stop)
+    return emulator

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ztctl.cli.app import app
-from ztctl.controller.emulator import ControllerEmulator
+from ztctl.controller.emulator import CentralEmulator, ControllerEmulator
 
 ADDRESS = "3233204505"
 ENGINEERING = f"{ADDRESS}122666"
@@ -82,6 +82,22 @@ EXPECTED_AFTER = {
 }
 
 
+def is_central(emulator: object) -> bool:
+    return isinstance(emulator, CentralEmulator)
+
+
+def member_path(emulator: object, network_id: str, node_id: str) -> str:
+    """The path the emulator serves a member at, as its request log shows it."""
+    if is_central(emulator):
+        return emulator.member_path(network_id, node_id)  # type: ignore[attr-defined]
+    return f"/controller/network/{network_id}/member/{node_id}"
+
+
+def authorized(record: dict) -> bool:
+    """Read ``authorized`` from a member object of either backend (Central nests it in ``config``)."""
+    return bool(record.get("config", record)["authorized"])
+
+
 def seed_drift_controller(emulator: ControllerEmulator) -> None:
     emulator.create_network(ENGINEERING, name="engineering", private=True)
     emulator.create_network(LAB, name="lab", private=False)
@@ -91,8 +107,8 @@ def seed_drift_controller(emulator: ControllerEmulator) -> None:
     emulator.put_member(ENGINEERING, "c3d4e5f6a7", authorized=False)
     emulator.put_member(ENGINEERING, "e5f6a7b8c9", authorized=True)
     emulator.put_member(ENGINEERING, "b41d9e0001", authorized=True, active_bridge=True)
-    # The controller keeps an ID as typed in the URL: this one is listed in upper case.
-    emulator.put_member(ENGINEERING, "ABCDEF0123", authorized=True)
+    # zerotier-one keeps an ID as typed in the URL: this one is listed in upper case.
+    emulator.put_member(ENGINEERING, "abcdef0123" if is_central(emulator) else "ABCDEF0123", authorized=True)
     emulator.put_member(ENGINEERING, "0badc0ffee", authorized=True)
     emulator.simulate_join(ENGINEERING, "0000dead01")
     emulator.simulate_join(LAB, "1a2b3c4d5e")
@@ -100,8 +116,16 @@ def seed_drift_controller(emulator: ControllerEmulator) -> None:
     emulator.put_member(UNMANAGED, "8888888888", authorized=False)
 
 
+def member_states(emulator: object, network_id: str) -> dict[str, tuple[bool, int]]:
+    """Each member's authorization and revision: what a write would change, without volatile fields."""
+    return {
+        node.lower(): (authorized(record), record.get("config", record)["revision"])
+        for node, record in emulator.members(network_id).items()  # type: ignore[attr-defined]
+    }
+
+
 def authorization(emulator: ControllerEmulator, network_id: str) -> dict[str, bool]:
-    return {node.lower(): bool(record["authorized"]) for node, record in emulator.members(network_id).items()}
+    return {node.lower(): authorized(record) for node, record in emulator.members(network_id).items()}
 
 
 def writes(emulator: ControllerEmulator) -> list[str]:
@@ -123,9 +147,12 @@ class Workspace:
         self.write_config(self.extra_config)
 
     def write_config(self, extra: str = "") -> None:
+        backend = "central" if is_central(self.emulator) else "zerotier-one"
         self.config.write_text(
             f"database:\n  url: {self.database_url}\n"
-            f"controller:\n  url: {self.emulator.url}\n  retries: 1\n  timeout: 5\n{extra}",
+            f"controller:\n  type: {backend}\n  url: {self.emulator.url}\n  retries: 1\n  timeout: 5\n"
+            # The Central emulator here enforces no rate limit, so the tests need not wait for one.
+            f"{'  rate: 100' + chr(10) if backend == 'central' else ''}{extra}",
             encoding="utf-8",
         )
 

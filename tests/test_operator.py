@@ -24,6 +24,11 @@ from ztctl.portal.lock import acquire_run_lock
 
 
 @pytest.fixture
+def emulator(any_emulator):
+    """Each test runs against zerotier-one's API and against ZeroTier Central's."""
+    return any_emulator
+
+@pytest.fixture
 def workspace(tmp_path, portal_url, emulator):
     seed_drift_controller(emulator)
     space = Workspace(tmp_path, portal_url, emulator)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from scenario import Workspace, drift_portal, seed_drift_controller, writes
+from scenario import (
+    Workspace,
+    drift_portal,
+    member_states,
+    seed_drift_controller,
+    writes,
+)
 
 from ztctl.errors import ExitCode
 
@@ -19,6 +25,12 @@ COMMANDS = [
     ["unknown"],
 ]
 
+
+
+@pytest.fixture
+def emulator(any_emulator):
+    """Each test runs against zerotier-one's API and against ZeroTier Central's."""
+    return any_emulator
 
 @pytest.fixture
 def workspace(tmp_path, portal_url, emulator):
@@ -37,14 +49,14 @@ def workspace(tmp_path, portal_url, emulator):
 @pytest.mark.parametrize("position", ["before", "after"])
 def test_dry_run_writes_nothing(workspace, command, position):
     before = workspace.table_rows()
-    members_before = workspace.emulator.members("3233204505122666")
+    members_before = member_states(workspace.emulator, "3233204505122666")
     args = ["--dry-run", *command] if position == "before" else [*command, "--dry-run"]
 
     result = workspace.run(*args)
 
     assert result.exit_code == ExitCode.CHANGES_PENDING, result.output
     assert writes(workspace.emulator) == []
-    assert workspace.emulator.members("3233204505122666") == members_before
+    assert member_states(workspace.emulator, "3233204505122666") == members_before
     assert workspace.table_rows() == before
     assert "dry run" in result.stdout
 

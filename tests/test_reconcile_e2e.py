@@ -13,13 +13,21 @@ from scenario import (
     UNMANAGED,
     Workspace,
     authorization,
+    authorized,
     drift_portal,
+    member_path,
+    member_states,
     seed_drift_controller,
     writes,
 )
 
 from ztctl.errors import ExitCode
 
+
+@pytest.fixture
+def emulator(any_emulator):
+    """Each test runs against zerotier-one's API and against ZeroTier Central's."""
+    return any_emulator
 
 @pytest.fixture
 def workspace(tmp_path, portal_url, emulator):
@@ -32,15 +40,15 @@ def workspace(tmp_path, portal_url, emulator):
 
 def test_reconcile_repairs_every_drift_kind(workspace):
     emulator = workspace.emulator
-    unmanaged_before = emulator.members(UNMANAGED)
-    lab_before = emulator.members(LAB)
+    unmanaged_before = member_states(emulator, UNMANAGED)
+    lab_before = member_states(emulator, LAB)
 
     result = workspace.run("reconcile")
 
     assert result.exit_code == ExitCode.OK, result.output
     assert authorization(emulator, ENGINEERING) == EXPECTED_AFTER
-    assert emulator.members(UNMANAGED) == unmanaged_before
-    assert emulator.members(LAB) == lab_before
+    assert member_states(emulator, UNMANAGED) == unmanaged_before
+    assert member_states(emulator, LAB) == lab_before
     assert not any(UNMANAGED in line or LAB in line for line in writes(emulator))
 
 
@@ -48,7 +56,7 @@ def test_reconcile_writes_only_what_drifted(workspace):
     workspace.run("reconcile")
     written = sorted(writes(workspace.emulator))
     expected = sorted(
-        f"POST /controller/network/{ENGINEERING}/member/{node}"
+        f"POST {member_path(workspace.emulator, ENGINEERING, node)}"
         for node in ("b2c3d4e5f6", "c3d4e5f6a7", "d4e5f6a7b8", "e5f6a7b8c9")
     )
     assert written == expected
@@ -143,7 +151,7 @@ def test_expire_ends_activation_in_portal(workspace):
 def test_preauthorized_member_named_from_portal(workspace):
     workspace.run("reconcile")
     created = workspace.emulator.get_member(ENGINEERING, "d4e5f6a7b8")
-    assert created["authorized"] is True
+    assert authorized(created) is True
     assert created["name"] == "dave-tablet"
 
 
@@ -208,7 +216,7 @@ def test_failed_write_keeps_activation_open_and_retries(workspace):
 
     workspace.emulator.inject(
         Fault.status(500, b'{"error": 500, "description": "disk full"}'),
-        method="POST", path=f"/controller/network/{ENGINEERING}/member/b2c3d4e5f6", times=5,
+        method="POST", path=member_path(workspace.emulator, ENGINEERING, "b2c3d4e5f6"), times=5,
     )
     first = workspace.run("expire")
     assert first.exit_code == ExitCode.PARTIAL_FAILURE, first.output

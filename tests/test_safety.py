@@ -19,6 +19,7 @@ from scenario import (
     authorization,
     drift_portal,
     iso,
+    member_path,
     seed_drift_controller,
     writes,
 )
@@ -65,6 +66,12 @@ def fleet(tmp_path, portal_url, emulator):
     emulator.clear_requests()
     return space
 
+
+
+@pytest.fixture
+def emulator(any_emulator):
+    """Each test runs against zerotier-one's API and against ZeroTier Central's."""
+    return any_emulator
 
 @pytest.fixture
 def workspace(tmp_path, portal_url, emulator):
@@ -240,7 +247,9 @@ def test_upper_case_portal_node_id_read_as_lower_case(workspace):
     assert authorization(workspace.emulator, ENGINEERING)["e5f6a7b8c9"] is False
 
 
-def test_network_of_another_controller_left_alone(tmp_path, portal_url, emulator):
+def test_network_of_another_controller_left_alone(tmp_path, portal_url, make_emulator):
+    """Only a self-hosted controller's network IDs start with its address, so this is zerotier-one's rule."""
+    emulator = make_emulator(address=ADDRESS)
     foreign = "aaaaaaaaaa000001"
     emulator.create_network(foreign, name="foreign", private=True)
     emulator.put_member(foreign, "a1b2c3d4e5", authorized=True)
@@ -261,7 +270,7 @@ def test_network_of_another_controller_left_alone(tmp_path, portal_url, emulator
 def test_failed_revocation_reported_as_overdue(workspace):
     workspace.emulator.inject(
         Fault.status(500, b'{"error": 500}'), method="POST",
-        path=f"/controller/network/{ENGINEERING}/member/b2c3d4e5f6", times=10,
+        path=member_path(workspace.emulator, ENGINEERING, "b2c3d4e5f6"), times=10,
     )
 
     code, document = workspace.run_json("expire")
@@ -274,7 +283,7 @@ def test_failed_revocation_reported_as_overdue(workspace):
 def test_next_run_shows_last_failures(workspace):
     workspace.emulator.inject(
         Fault.status(500, b'{"error": 500}'), method="POST",
-        path=f"/controller/network/{ENGINEERING}/member/b2c3d4e5f6", times=10,
+        path=member_path(workspace.emulator, ENGINEERING, "b2c3d4e5f6"), times=10,
     )
     failed = workspace.run("expire")
     assert failed.exit_code == ExitCode.PARTIAL_FAILURE

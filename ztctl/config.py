@@ -28,6 +28,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from ztctl.controller.base import is_network_id, is_node_id
@@ -46,6 +47,8 @@ ENVIRONMENT_KEYS: dict[str, str] = {
     "ZTCTL_CONTROLLER_TOKEN_FILE": "controller.token_file",
     "ZTCTL_CONTROLLER_TIMEOUT": "controller.timeout",
     "ZTCTL_CONTROLLER_CONCURRENCY": "controller.concurrency",
+    "ZTCTL_CONTROLLER_TYPE": "controller.type",
+    "ZTCTL_CONTROLLER_RATE": "controller.rate",
     "ZTCTL_UNKNOWN_ACTION": "policies.unknown.action",
 }
 SECRET_KEYS = {"controller.token"}
@@ -132,9 +135,15 @@ class DatabaseSettings(_Section):
         return value
 
 
+ZEROTIER_ONE_URL = "http://127.0.0.1:9993"
+CENTRAL_URL = "https://api.zerotier.com/api/v1"
+"""ZeroTier Central's API, per its published specification; never used unless configured."""
+
+
 class ControllerSettings(_Section):
-    type: Literal["zerotier-one"] = "zerotier-one"
-    url: str = "http://127.0.0.1:9993"
+    type: Literal["zerotier-one", "central"] = "zerotier-one"
+    url: str = ""
+    """Empty means the local zerotier-one API; Central's URL must be given, so nothing reaches it by default."""
     token: SecretStr | None = None
     token_file: Path | None = None
     timeout: Annotated[float, Number] = Field(10.0, gt=0, le=600)
@@ -149,11 +158,27 @@ class ControllerSettings(_Section):
     for at most this long, then read again: a member deleted and created anew can repeat a revision."""
     keepalive: bool = False
     """Reuse connections. Off by default, because zerotier-one 1.14.1 took about 26 ms per request on a
-    reused connection and 0.45 ms on a new one (measured on loopback)."""
+    reused connection and 0.45 ms on a new one (measured on loopback). Central always reuses them."""
+    rate: Annotated[float, Number] = Field(10.0, gt=0, le=100)
+    """Central only: requests per second. Central allows 20 on a free account and 100 on a paid one."""
+
+    @model_validator(mode="after")
+    def _default_url(self) -> ControllerSettings:
+        if self.url:
+            return self
+        if self.type == "central":
+            raise ValueError(
+                f"controller.url is required with type central: set it to {CENTRAL_URL} "
+                "(or ZTCTL_CONTROLLER_URL)"
+            )
+        object.__setattr__(self, "url", ZEROTIER_ONE_URL)
+        return self
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
         parts = urlsplit(value)
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -392,6 +417,12 @@ def resolve_token(loaded: LoadedSettings) -> ControllerToken:
         return ControllerToken(SecretStr(value), f"the token in {origin}")
     if layer.get("token_file"):
         return read_token_file(Path(str(layer["token_file"])).expanduser(), origin)
+    if loaded.settings.controller.type == "central":
+        raise ConfigError(
+            "no API token for ZeroTier Central is set",
+            hint="set ZTCTL_CONTROLLER_TOKEN, or ZTCTL_CONTROLLER_TOKEN_FILE or controller.token_file, "
+            "to a token created under Account in ZeroTier Central",
+        )
     return read_token_file(DEFAULT_TOKEN_FILE, "the default location")
 
 
@@ -458,14 +489,19 @@ def _describe_validation_error(
     problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
-        if _get_dotted(env_layer, key) is not None:
+        value = error.get("input")
+        if key in env_by_key and _get_dotted(env_layer, key) is not None:
             origin = f"environment variable {env_by_key[key]}"
         else:
-            origin = f"config file {path}" if path else "the defaults"
-        shown = "<hidden>" if key in SECRET_KEYS else redact(repr(error.get("input")))
+            origin = f"config file {path}" if path else "the defaults and ZTCTL_* variables"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting; check its spelling against the README's configuration table"
+        if isinstance(value, dict):
+            # A whole section failed a rule that spans its keys; its values may include the token.
+            problems.append(f"{key} ({origin}): {message}")
+            continue
+        shown = "<hidden>" if key in SECRET_KEYS else redact(repr(value))
         problems.append(f"{key} = {shown} ({origin}): {message}")
     return ConfigError(
         "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems),

@@ -110,6 +110,7 @@ class CentralClient(ControllerClient):
             retries=retries,
             token_source=token_source,
             hints=ErrorHints(token_rejected=TOKEN_HINT, unreachable=UNREACHABLE_HINT),
+            max_in_flight=concurrency,
         )
         self.api = CentralApi(self.http)
         self.version: str | None = None
@@ -140,7 +141,9 @@ class CentralClient(ControllerClient):
         if not status.has_user:
             self.api.read_network_ids()
         if status.read_only_mode:
-            logger.warning("ZeroTier Central at %s is in read-only mode: every change will fail", self.base_url)
+            logger.warning(
+                "ZeroTier Central at %s is in read-only mode: every change will fail", self.base_url
+            )
         self.version = status.version
         return ControllerStatus(
             address="", version=status.version, api_version=status.api_version, backend=self.backend
@@ -288,7 +291,7 @@ class CentralClient(ControllerClient):
         self, member: ControllerMember | None, network_id: str, node_id: str, not_done: str
     ) -> ControllerMember:
         if member is None:
-            detail = f"GET {member_path(network_id, node_id)} returned HTTP 404"
+            detail = f"GET {self.api.full_path(member_path(network_id, node_id))} returned HTTP 404"
             raise self.api.member_not_found(network_id, node_id, not_done, detail)
         return member
 
@@ -306,7 +309,7 @@ class CentralClient(ControllerClient):
 
 
 class _WriteAttempts:
-    """What the earlier attempts of one conditional write did, for the attempt that retries it."""
+    """Record of what the earlier attempts of one conditional write did, for the attempt that retries it."""
 
     def __init__(self) -> None:
         self.sent = False

@@ -47,26 +47,32 @@ class CentralApi:
 
     def __init__(self, http: HttpSession) -> None:
         self.http = http
+        self.base_path = httpx.URL(http.base_url).path.rstrip("/")
+        """The path of the base URL, such as ``/api/v1``, which every request path starts with."""
+
+    def full_path(self, path: str) -> str:
+        """Return the path a request for ``path`` is sent to, base path included, for messages."""
+        return f"{self.base_path}{path}"
 
     def read_network_ids(self) -> list[str]:
         response = self.http.send("GET", "/network", kind="network_list", allowed=(200, 403))
         if response.status_code == 403:
             raise self.forbidden(response, "may not list networks", network_id=None, hint=READ_FORBIDDEN_HINT)
-        return parse_network_ids(self.http.decode_json(response), "GET /network")
+        return parse_network_ids(self.http.decode_json(response), _request_line(response))
 
     def read_network(self, network_id: str) -> ControllerNetwork:
         path = network_path(network_id)
         response = self.http.send("GET", path, kind="network", allowed=(200, 403, 404), network_id=network_id)
         self._check_network_read(response, network_id)
         body = self.http.decode_json(response, network_id=network_id)
-        return parse_network(body, network_id, f"GET {path}")
+        return parse_network(body, network_id, _request_line(response))
 
     def read_members(self, network_id: str) -> list[ControllerMember]:
         path = f"{network_path(network_id)}/member"
         response = self.http.send("GET", path, kind="list", allowed=(200, 403, 404), network_id=network_id)
         self._check_network_read(response, network_id)
         body = self.http.decode_json(response, network_id=network_id)
-        return parse_members(body, network_id, f"GET {path}")
+        return parse_members(body, network_id, _request_line(response))
 
     def read_member(self, network_id: str, node_id: str, *, retry: bool = True) -> ControllerMember | None:
         """Return one member, or None when Central returns 404."""
@@ -91,7 +97,7 @@ class CentralApi:
                 hint=READ_FORBIDDEN_HINT,
             )
         body = self.http.decode_json(response, network_id=network_id, node_id=node_id)
-        return parse_member(body, network_id, f"GET {path}", expected_node_id=node_id)
+        return parse_member(body, network_id, _request_line(response), expected_node_id=node_id)
 
     def post_member(
         self, network_id: str, node_id: str, body: dict[str, object], *, kind: str, not_done: str
@@ -114,16 +120,17 @@ class CentralApi:
             node_id=node_id,
         )
         if response.status_code == 404:
-            raise self.network_not_found(network_id, f"POST {path}")
+            raise self.network_not_found(network_id, _request_line(response))
         if response.status_code == 403:
             raise self.write_forbidden(response, network_id, node_id, not_done)
 
         stored = self.http.decode_json(response, network_id=network_id, node_id=node_id)
-        member = parse_member(stored, network_id, f"POST {path}", expected_node_id=node_id)
+        member = parse_member(stored, network_id, _request_line(response), expected_node_id=node_id)
         sent = body.get("config")
         if isinstance(sent, dict) and "authorized" in sent and member.authorized is not sent["authorized"]:
+            sent_value = _json_bool(sent["authorized"])
             raise ControllerResponseError(
-                f"POST {path} sent config.authorized={_json_bool(sent['authorized'])} but Central "
+                f"{_request_line(response)} sent config.authorized={sent_value} but Central "
                 f"stored config.authorized={_json_bool(member.authorized)}",
                 network_id=network_id,
                 node_id=node_id,
@@ -144,7 +151,9 @@ class CentralApi:
             node_id=node_id,
         )
         if response.status_code == 404:
-            raise self.member_not_found(network_id, node_id, "deleted", f"DELETE {path} returned HTTP 404")
+            raise self.member_not_found(
+                network_id, node_id, "deleted", f"{_request_line(response)} returned HTTP 404"
+            )
         if response.status_code == 403:
             raise self.write_forbidden(response, network_id, node_id, "deleted")
 
@@ -154,15 +163,17 @@ class CentralApi:
         body = self.http.decode_json(response, network_id=network_id, node_id=node_id)
         if body == {}:
             return current
-        return parse_member(body, network_id, f"DELETE {path}", expected_node_id=node_id)
+        return parse_member(body, network_id, _request_line(response), expected_node_id=node_id)
 
     def _check_network_read(self, response: httpx.Response, network_id: str) -> None:
-        request = response.request
         if response.status_code == 404:
-            raise self.network_not_found(network_id, f"{request.method} {request.url.path}")
+            raise self.network_not_found(network_id, _request_line(response))
         if response.status_code == 403:
             raise self.forbidden(
-                response, f"may not read network {network_id}", network_id=network_id, hint=READ_FORBIDDEN_HINT
+                response,
+                f"may not read network {network_id}",
+                network_id=network_id,
+                hint=READ_FORBIDDEN_HINT,
             )
 
     def forbidden(
@@ -174,10 +185,9 @@ class CentralApi:
         node_id: str | None = None,
         hint: str,
     ) -> ControllerResponseError:
-        """Build the error for a 403: ``problem`` says what the token may not do."""
-        request = response.request
+        """Build the error for a 403; ``problem`` names what the token may not do."""
         return ControllerResponseError(
-            f"{request.method} {request.url.path} returned HTTP 403: {self.http.token_source} {problem}",
+            f"{_request_line(response)} returned HTTP 403: {self.http.token_source} {problem}",
             status_code=403,
             network_id=network_id,
             node_id=node_id,
@@ -213,6 +223,11 @@ class CentralApi:
             network_id=network_id,
             node_id=node_id,
         )
+
+
+def _request_line(response: httpx.Response) -> str:
+    """Name the request of a response by method and full path, such as ``GET /api/v1/network``."""
+    return f"{response.request.method} {response.request.url.path}"
 
 
 def _json_bool(value: object) -> str:

@@ -52,7 +52,7 @@ def parse_status(body: object) -> CentralStatus | None:
     """
     if not isinstance(body, Mapping):
         return None
-    # A zerotier-one node also answers GET /status, with its address and public identity.
+    # A zerotier-one node also serves GET /status, with its address and public identity.
     if "publicIdentity" in body:
         return None
     marked = body.get("id") == STATUS_ID or body.get("type") == STATUS_TYPE or "apiVersion" in body
@@ -100,7 +100,9 @@ def parse_network(body: object, network_id: str, source: str) -> ControllerNetwo
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
-        raise _network_error(network_id, source, f"field 'config' is {_json_type(config)}, expected an object")
+        raise _network_error(
+            network_id, source, f"field 'config' is {_json_type(config)}, expected an object"
+        )
 
     name = config.get("name")
     if name is None:
@@ -111,7 +113,9 @@ def parse_network(body: object, network_id: str, source: str) -> ControllerNetwo
     if private is None:
         private = True
     if not isinstance(private, bool):
-        raise _network_error(network_id, source, f"field 'config.private' is {private!r}, expected true or false")
+        raise _network_error(
+            network_id, source, f"field 'config.private' is {private!r}, expected true or false"
+        )
     return ControllerNetwork(id=network_id, name=name, private=private)
 
 
@@ -207,7 +211,9 @@ class _MemberFields:
         if value is None:
             return None
         if not _is_int(value) or not 0 <= value <= MAX_TIME_MS:
-            raise self.error(f"config.{field}", value, "milliseconds since the Unix epoch, before the year 10000")
+            raise self.error(
+                f"config.{field}", value, "milliseconds since the Unix epoch, before the year 10000"
+            )
         return datetime_from_ms(value)
 
     def ip_assignments(self) -> tuple[str, ...]:

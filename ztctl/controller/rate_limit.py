@@ -3,7 +3,7 @@
 ZeroTier Central allows 20 requests per second on free accounts and 100 on paid
 ones. ``RateLimiter`` keeps every thread of one client under a configured rate,
 and pauses them all when the server's rate-limit headers show the budget nearly
-spent or a 429 response asks for a wait. ``RateLimitedTransport`` applies it to
+spent or a 429 response requests a wait. ``RateLimitedTransport`` applies it to
 each request an ``httpx.Client`` sends, retries included.
 """
 
@@ -30,8 +30,8 @@ ARRIVAL_MARGIN_MS = 100
 """Extra wait, in milliseconds, before a request that had to wait for the window is sent.
 
 The server counts requests when they arrive, and two requests can take different times to get
-there; the margin keeps such a difference of up to 100 ms from putting one request too many into
-the server's window."""
+there. The margin keeps a difference of up to 100 ms from putting one request too many into the
+server's window."""
 
 LIMIT_HEADER = "X-Ratelimit-Limit"
 REMAINING_HEADER = "X-Ratelimit-Remaining"
@@ -47,7 +47,7 @@ def window_rate(rate: float) -> Rate:
     """Convert requests per second to one pyrate-limiter ``Rate``; raise ``ValueError`` unless rate > 0.
 
     A rate of 1 or more is rounded down to whole requests per second, so that no window of one
-    second ever holds more than ``rate`` requests. A rate below 1 allows one request per
+    second ever contains more than ``rate`` requests. A rate below 1 allows one request per
     ``1 / rate`` seconds.
     """
     if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
@@ -88,8 +88,8 @@ class RateLimiter:
       ``X-Ratelimit-Reset`` (or one window). ``reserve`` covers the requests that other threads
       may already have in flight.
 
-    Pauses only delay requests, so they never raise the rate above ``rate``. A pause is at most
-    ``MAX_RETRY_AFTER`` seconds.
+    A request after a pause still takes a slot of the window, so pauses only slow the client
+    down. A pause is at most ``MAX_RETRY_AFTER`` seconds.
     """
 
     def __init__(
@@ -121,13 +121,14 @@ class RateLimiter:
     def acquire(self) -> None:
         """Block until one more request may be sent."""
         while True:
-            self._wait_for_pause()
+            waited_until = self._wait_for_pause()
             if not self._limiter.try_acquire(_ITEM_NAME, blocking=True):
                 raise RuntimeError(f"{self!r} cannot admit a single request")
             # A pause that began while this thread waited for the window must hold it too. The slot
             # it took is then wasted, which only makes the client slower.
-            if not self._is_paused():
-                return
+            with self._lock:
+                if self._paused_until <= waited_until:
+                    return
 
     def pause(self, seconds: float, reason: str) -> None:
         """Hold every request for ``seconds`` (at most ``MAX_RETRY_AFTER``) from now."""
@@ -155,23 +156,25 @@ class RateLimiter:
         remaining = _header_int(headers, REMAINING_HEADER)
         if remaining is not None and remaining <= self.reserve:
             # A reset that has passed already points to a clock difference, so wait one window.
-            self.pause(reset if reset else WINDOW_SECONDS, f"{remaining} requests left in the controller's window")
+            self.pause(
+                reset if reset else WINDOW_SECONDS, f"{remaining} requests left in the controller's window"
+            )
 
     def close(self) -> None:
         self._limiter.close()
 
-    def _is_paused(self) -> bool:
-        with self._lock:
-            return self._clock() < self._paused_until
+    def _wait_for_pause(self) -> float:
+        """Sleep until the current pause ends, again if a response extends it meanwhile.
 
-    def _wait_for_pause(self) -> None:
-        # Sleep until the pause ends, again if another response extended it meanwhile.
+        Returns the end of the last pause waited out (or seen to be over), so that ``acquire``
+        can tell a pause that starts later.
+        """
         waited_until = 0.0
         while True:
             with self._lock:
                 until = self._paused_until
             if until <= waited_until:
-                return
+                return waited_until
             waited_until = until
             delay = until - self._clock()
             if delay > 0:

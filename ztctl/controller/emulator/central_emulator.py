@@ -39,9 +39,9 @@ DEFAULT_PHYSICAL_ADDRESS = "203.0.113.10"
 class CentralEmulator:
     """An emulated ZeroTier Central account, served on a loopback port.
 
-    ``rate_limit`` is the requests per second admitted before the server answers 429 with
+    ``rate_limit`` is the requests per second admitted before the server returns 429 with
     ``Retry-After`` and ``X-Ratelimit-*`` headers (None for no limit). ``read_only_token=True``
-    makes every POST and DELETE answer 403; ``token_can_write`` changes it while running.
+    makes every POST and DELETE return 403; ``token_can_write`` changes it while running.
 
     The Python methods change the same state as the HTTP API, with the same
     revision and time rules, and may be called before ``start()``. Members are
@@ -60,7 +60,9 @@ class CentralEmulator:
         version: str = CENTRAL_VERSION,
     ) -> None:
         if not _is_loopback(host):
-            raise ValueError(f"invalid host {host!r}: the emulator serves on a loopback address only, such as 127.0.0.1")
+            raise ValueError(
+                f"invalid host {host!r}: the emulator serves on a loopback address only, such as 127.0.0.1"
+            )
         if not base_path.startswith("/") or base_path.endswith("/"):
             raise ValueError(f"invalid base path {base_path!r}: expected a path such as /api/v1")
         self.token = token if token is not None else generate_token()
@@ -87,7 +89,12 @@ class CentralEmulator:
             raise RuntimeError(f"emulator already running at {self.url}: call stop() first")
         # The server calls only handle() and redact_token(), which CentralRoutes provides.
         server = EmulatorHTTPServer(
-            self.host, self._requested_port, self._routes, self._faults, self._request_log, 0.0  # type: ignore[arg-type]
+            self.host,
+            self._requested_port,
+            self._routes,
+            self._faults,
+            self._request_log,
+            0.0,  # type: ignore[arg-type]
         )
         self._routes.port = server.server_port
         self._server = server
@@ -259,7 +266,7 @@ class CentralEmulator:
     def request_times(self) -> list[float]:
         """``time.monotonic()`` at the arrival of each request that reached the API, in arrival order.
 
-        Requests answered by an injected ``Fault.status`` or ``Fault.reset`` are not included.
+        Requests that an injected ``Fault.status`` or ``Fault.reset`` replaced are not included.
         """
         return self._rate_window.arrivals()
 
@@ -268,7 +275,9 @@ class CentralEmulator:
         self._request_log.clear()
         self._rate_window.clear_arrivals()
 
-    def inject(self, fault: Fault, *, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+    def inject(
+        self, fault: Fault, *, method: str | None = None, path: str | None = None, times: int = 1
+    ) -> None:
         """Serve ``fault`` on the next ``times`` requests that match (see ``ControllerEmulator.inject``).
 
         ``path`` is matched against the whole served path, base path included.

@@ -4,7 +4,7 @@ The fields and their types follow the published OpenAPI specification of
 Central API v1 (``components.schemas``); every documented property is present.
 Values that the specification only gives as examples, such as the status
 ``version``, are marked as such. A member POST is a partial update whose
-values must have the documented types; the emulator answers 400 otherwise.
+values must have the documented types; the emulator returns 400 otherwise.
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ JOIN_CLIENT_VERSION = (1, 14, 2)
 JOIN_PROTOCOL_VERSION = 13
 DEFAULT_MTU = 2800
 
-EPHEMERAL_MEMBER_FIELDS = frozenset({"lastOnline", "lastSeen", "physicalAddress", "clientVersion", "protocolVersion"})
+EPHEMERAL_MEMBER_FIELDS = frozenset(
+    {"lastOnline", "lastSeen", "physicalAddress", "clientVersion", "protocolVersion"}
+)
 """Fields that describe a device's last contact: changing them does not change the member's revision."""
 
 _BOOLEAN_CONFIG_FIELDS = ("authorized", "activeBridge", "noAutoAssignIps", "ssoExempt")
 
 
 class InvalidMemberBody(Exception):
-    """A member POST body with a value of the wrong type; the emulator answers 400 with the message."""
+    """A member POST body with a value of the wrong type; the emulator returns 400 with the message."""
 
 
 def stable_uuid(name: str) -> str:
@@ -75,7 +77,9 @@ def new_member_record(network_id: str, node_id: str, now_ms: int) -> dict[str, A
     }
 
 
-def new_network_record(network_id: str, name: str, private: bool, now_ms: int, owner_id: str) -> dict[str, Any]:
+def new_network_record(
+    network_id: str, name: str, private: bool, now_ms: int, owner_id: str
+) -> dict[str, Any]:
     """Build a network with the defaults of a network created in Central."""
     return {
         "id": network_id,

@@ -137,7 +137,9 @@ class CentralRoutes:
             response = empty_response(401)
         else:
             response = self._route(method, path, body)
-        return Response(response.status, response.body, response.content_type, response.headers + limit_headers)
+        return Response(
+            response.status, response.body, response.content_type, response.headers + limit_headers
+        )
 
     def is_authorized(self, headers: Mapping[str, str]) -> bool:
         """Check ``Authorization: token <t>``; Central also accepts the scheme ``bearer``, in any case."""
@@ -169,7 +171,10 @@ class CentralRoutes:
     def _get_status(self, match: re.Match[str], body: bytes) -> Response:
         uptime_ms = int((time.monotonic() - self._started) * 1000)
         record = status_record(
-            now_ms=self.state.clock(), uptime_ms=uptime_ms, version=self.version, can_write=self.token_can_write
+            now_ms=self.state.clock(),
+            uptime_ms=uptime_ms,
+            version=self.version,
+            can_write=self.token_can_write,
         )
         return json_response(200, record)
 
