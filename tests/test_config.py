@@ -317,3 +317,33 @@ def test_section_that_is_not_a_mapping_rejected(no_discovery):
     with pytest.raises(ConfigError) as caught:
         load_settings(path, environ={"ZTCTL_CONTROLLER_URL": "http://127.0.0.1:1"})
     assert "section 'controller'" in str(caught.value)
+
+
+def test_central_needs_url(no_discovery):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ZTCTL_CONTROLLER_TYPE": "central", "ZTCTL_CONTROLLER_TOKEN": "centraltoken1"})
+    assert "controller.url is required" in str(caught.value)
+    assert "centraltoken1" not in str(caught.value)
+
+
+def test_central_needs_token(no_discovery, monkeypatch):
+    token_file = write(no_discovery / "authtoken.secret", "localtoken")
+    monkeypatch.setattr("ztctl.config.DEFAULT_TOKEN_FILE", token_file)
+    loaded = load_settings(
+        environ={"ZTCTL_CONTROLLER_TYPE": "central", "ZTCTL_CONTROLLER_URL": "http://127.0.0.1:8/api/v1"}
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve_token(loaded)
+    assert "no API token for ZeroTier Central" in str(caught.value)
+
+
+def test_central_rate_from_environment(no_discovery):
+    settings = load_settings(
+        environ={
+            "ZTCTL_CONTROLLER_TYPE": "central",
+            "ZTCTL_CONTROLLER_URL": "http://127.0.0.1:8/api/v1",
+            "ZTCTL_CONTROLLER_RATE": "4.5",
+        }
+    ).settings
+    assert settings.controller.rate == 4.5
+    assert settings.controller.url == "http://127.0.0.1:8/api/v1"

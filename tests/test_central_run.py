@@ -1,0 +1,46 @@
+"""A whole run against the Central emulator stays within the configured request rate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from scenario import ENGINEERING, EXPECTED_AFTER, Workspace, authorization, drift_portal, seed_drift_controller
+from ztctl.controller.emulator import CentralEmulator
+from ztctl.errors import ExitCode
+
+RATE = 5
+
+
+def busiest_second(times: list[float]) -> int:
+    """Return the most requests that arrived within any one-second window."""
+    ordered = sorted(times)
+    busiest = 0
+    start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
+
+
+def test_run_keeps_configured_rate(tmp_path):
+    emulator = CentralEmulator(token="central-test-token", rate_limit=20).start()
+    try:
+        seed_drift_controller(emulator)
+        space = Workspace(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", emulator)
+        space.env["ZTCTL_CONTROLLER_TOKEN"] = "central-test-token"
+        space.load(drift_portal(datetime.now(UTC)))
+        config = space.config.read_text(encoding="utf-8").replace("  rate: 100\n", f"  rate: {RATE}\n")
+        space.config.write_text(config, encoding="utf-8")
+        emulator.clear_requests()
+
+        result = space.run("reconcile")
+
+        times = emulator.request_times
+        assert result.exit_code == ExitCode.OK, result.output
+        assert authorization(emulator, ENGINEERING) == EXPECTED_AFTER
+        assert len(times) > 2 * RATE
+        assert busiest_second(times) <= RATE
+        assert not [request for request in emulator.requests if request.status == 429]
+    finally:
+        emulator.stop()
