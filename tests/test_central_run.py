@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from scenario import ENGINEERING, EXPECTED_AFTER, Workspace, authorization, drift_portal, seed_drift_controller
+from scenario import (
+    ENGINEERING,
+    EXPECTED_AFTER,
+    Workspace,
+    authorization,
+    drift_portal,
+    seed_drift_controller,
+)
+
 from ztctl.controller.emulator import CentralEmulator
 from ztctl.errors import ExitCode
 

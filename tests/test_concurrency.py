@@ -1,8 +1,8 @@
 """Overlapping and killed runs, as real ``ztctl`` processes, on SQLite and PostgreSQL.
 
 Cron starts a run every minute or two, so runs overlap. The run lock must let
-exactly one of them act; a second run exits 6 naming the holder or, with
-``--wait``, waits for it; and a run killed with SIGKILL must not leave a lock
+exactly one of them act. A second run exits 6 naming the holder, or waits for
+it when given ``--wait``. A run killed with SIGKILL must not leave a lock
 behind. The emulator runs in the test process and slows every write, so that
 the runs overlap for seconds.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from scenario import (
     ENGINEERING,
     EXPECTED_AFTER,
@@ -32,6 +31,7 @@ from scenario import (
     seed_drift_controller,
     writes,
 )
+
 from ztctl.controller.emulator import ControllerEmulator, Fault
 from ztctl.errors import ExitCode
 
@@ -41,7 +41,11 @@ WRITE_DELAY_SECONDS = 1.0
 PROCESS_TIMEOUT_SECONDS = 90
 WAIT_SECONDS = 30.0
 
+SLOW_WRITE_SECONDS = 3.0
+"""Delay of the one slow write in the tests that start a second run during it; longer than a ztctl start-up."""
+
 ANY_MEMBER_PATH = rf"/controller/network/{ENGINEERING}/member/[0-9a-f]{{10}}"
+CAROL_PATH = f"/controller/network/{ENGINEERING}/member/c3d4e5f6a7"
 EXPECTED_WRITES = Counter(
     f"POST /controller/network/{ENGINEERING}/member/{node}"
     for node in ("b2c3d4e5f6", "c3d4e5f6a7", "e5f6a7b8c9", "d4e5f6a7b8")
@@ -110,6 +114,42 @@ def wait_for_first_write(emulator: ControllerEmulator, process: subprocess.Popen
         time.sleep(0.02)
 
 
+def start_during_slow_write(workspace: Workspace, *args: str) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    """Start a reconcile whose write to c3d4e5f6a7 is slow, and start ``ztctl ARGS`` while that write is in flight.
+
+    A run reads the member back right before it writes it, inside the
+    transaction that records the write, so once that read reaches the
+    emulator the first run is in the middle of its slow write.
+    """
+    emulator = workspace.emulator
+    emulator.clear_faults()
+    emulator.inject(Fault.delay(SLOW_WRITE_SECONDS), method="POST", path=CAROL_PATH)
+    first = start(workspace, "--output", "json", "reconcile")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not any(request.method == "GET" and request.path == CAROL_PATH for request in emulator.requests):
+        if first.poll() is not None:
+            raise AssertionError(f"ztctl ended with {first.returncode} before its slow write:\n{finish(first).stderr}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the first run did not reach its slow write within {WAIT_SECONDS} s")
+        time.sleep(0.02)
+    return first, start(workspace, *args)
+
+
+def slow_write_done(emulator: ControllerEmulator) -> bool:
+    return any(request.method == "POST" and request.path == CAROL_PATH for request in emulator.requests)
+
+
+def read_stderr_until(process: subprocess.Popen[str], text: str) -> list[str]:
+    """Read stderr lines until one contains ``text`` or the process ends; return the lines read."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if text in line:
+            break
+    return lines
+
+
 def write_counts(emulator: ControllerEmulator) -> Counter[str]:
     return Counter(writes(emulator))
 
@@ -143,7 +183,7 @@ def test_overlapping_runs_one_acts(workspace):
     loser = next(result for result in results if result.returncode == ExitCode.LOCK_HELD)
 
     assert "another ztctl run holds the lock" in loser.stderr_text
-    assert f"ztctl reconcile on" in loser.stderr_text
+    assert "ztctl reconcile on" in loser.stderr_text
     assert f"pid {winner.pid}" in loser.stderr_text
     assert loser.document["exit_code"] == ExitCode.LOCK_HELD
     assert loser.document["error"]["type"] == "LockHeld"
@@ -160,21 +200,42 @@ def test_overlapping_runs_one_acts(workspace):
     assert [row[0] for row in run_rows(workspace)] == [winner.pid]
 
 
-def test_waiting_run_finds_nothing_to_do(workspace):
+def test_run_during_write_stops_at_lock(workspace):
+    # Whether two runs started together overlap with a write is left to
+    # chance above; here the second run always starts during the first's write.
     emulator = workspace.emulator
 
-    first = start(workspace, "--output", "json", "reconcile")
-    wait_for_first_write(emulator, first)
-    second = start(workspace, "-v", "--output", "json", "reconcile", "--wait", "30")
-    results = [finish(first), finish(second)]
+    first, second_process = start_during_slow_write(workspace, "--output", "json", "reconcile")
+    second = finish(second_process)
+    write_done_before_second_ended = slow_write_done(emulator)
+    first_result = finish(first)
 
-    first_result, second_result = results
+    assert second.returncode == ExitCode.LOCK_HELD, f"the second run did not stop at the lock: {second.stderr}"
+    assert f"pid {first_result.pid}" in second.stderr_text
+    # A run must stop at the lock at once, not after waiting for the other run's write.
+    assert not write_done_before_second_ended, "the second run ended only after the first run's slow write"
+    assert first_result.returncode == ExitCode.OK, first_result.stderr
+    assert write_counts(emulator) == EXPECTED_WRITES
+    assert authorization(emulator, ENGINEERING) == EXPECTED_AFTER
+
+
+def test_waiting_run_finds_nothing_to_do(workspace):
+    emulator = workspace.emulator
+    waiting = "Waiting up to 30 s for the run lock"
+
+    first, second = start_during_slow_write(workspace, "-v", "--output", "json", "reconcile", "--wait", "30")
+    early_lines = read_stderr_until(second, waiting)
+    write_done_before_waiting = slow_write_done(emulator)
+    second_result = finish(second)
+    first_result = finish(first)
+    second_result.stderr = "".join(early_lines) + second_result.stderr
+
     assert first_result.returncode == ExitCode.OK, first_result.stderr
     assert second_result.returncode == ExitCode.OK, second_result.stderr
-    # Without this line the first run ended before the second asked for the
-    # lock, and the test proved nothing about waiting.
-    assert "Waiting up to 30 s for the run lock" in second_result.stderr_text
+    assert waiting in second_result.stderr_text
     assert f"pid {first_result.pid}" in second_result.stderr_text
+    # The second run must wait for the run lock, not for the first run's write to the portal.
+    assert not write_done_before_waiting, "the second run started waiting only after the first run's slow write"
 
     counts = second_result.document["counts"]
     assert counts["expired_activations"] == 0

@@ -1,9 +1,9 @@
 """Controller faults and portal database failures during ``ztctl reconcile``, on SQLite and PostgreSQL.
 
-Each test injects one fault into the emulator (or breaks the portal
-connection) while reconcile repairs the drifted scenario, checks the exit
-status and that nothing was lost, then clears the fault and checks that a
-normal run converges and a run after it sends no writes.
+Each test injects one fault into the emulator, or breaks the portal
+connection, while reconcile repairs the drifted scenario. It checks the exit
+status and that nothing was lost. Then it clears the fault and checks that a
+normal run converges and that the run after it sends no writes.
 
 The drifted scenario makes these writes, in this order: expire deauthorizes
 b2c3d4e5f6, then repair authorizes c3d4e5f6a7, deauthorizes e5f6a7b8c9 and
@@ -12,8 +12,10 @@ preauthorizes d4e5f6a7b8, all on the engineering network.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -40,8 +42,9 @@ from ztctl.errors import ExitCode
 
 RETRIES = 2
 TIMEOUT_SECONDS = 0.5
-"""controller.timeout for these tests; a delayed response must take longer than this."""
-DELAY_SECONDS = 1.5
+"""controller.timeout in these tests, in seconds. A response delayed longer than this times out."""
+DELAY_SECONDS = 1.0
+RESENT_DELAY_SECONDS = 1.5
 WAIT_SECONDS = 15.0
 """Upper bound for waiting on a condition, such as a delayed request reaching the emulator."""
 
@@ -64,6 +67,17 @@ class FastWorkspace(Workspace):
             f"  timeout: {TIMEOUT_SECONDS}\n  connect_timeout: 1\n{extra}",
             encoding="utf-8",
         )
+
+    def run(self, *args: str, input: str | None = None):
+        try:
+            return super().run(*args, input=input)
+        finally:
+            # The CLI's log handler writes to the runner's stream, which is closed
+            # now. The emulator would log to it when the test stops the emulator.
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if getattr(handler, "_ztctl", False):
+                    root.removeHandler(handler)
 
 
 @pytest.fixture
@@ -119,7 +133,7 @@ def statuses(emulator: ControllerEmulator, method: str, path: str) -> list[int]:
 
 
 def wait_for_requests(emulator: ControllerEmulator, method: str, path: str, count: int) -> None:
-    """Wait until the emulator has logged ``count`` such requests: a delayed one is logged once it ran."""
+    """Wait until the emulator has logged ``count`` such requests. It logs a delayed request once the delay is over."""
     deadline = time.monotonic() + WAIT_SECONDS
     while len(statuses(emulator, method, path)) < count:
         if time.monotonic() > deadline:
@@ -177,15 +191,17 @@ def test_reset_on_member_list_retried(workspace):
 
 
 def test_timeout_on_write_retried(workspace):
+    # The retry reads the member at most 1 s after the first POST, which is the
+    # 0.5 s timeout plus at most 0.5 s of backoff, so before the delayed POST lands.
     emulator = workspace.emulator
-    emulator.inject(Fault.delay(DELAY_SECONDS), method="POST", path=member_path(CAROL))
+    emulator.inject(Fault.delay(RESENT_DELAY_SECONDS), method="POST", path=member_path(CAROL))
 
     result = workspace.run("-v", "reconcile")
 
     assert result.exit_code == ExitCode.OK, result.output
     assert stderr_lines_with(result, "retrying after ReadTimeout", f"POST {member_path(CAROL)}")
     assert authorization(emulator, ENGINEERING) == EXPECTED_AFTER
-    # The timed-out POST still runs once its delay is over; the same value is written twice.
+    # The timed-out POST still runs once its delay is over, so the same value is written twice.
     wait_for_requests(emulator, "POST", member_path(CAROL), 2)
     assert authorization(emulator, ENGINEERING)[CAROL] is True
     assert_converges(workspace)
@@ -234,8 +250,8 @@ def test_cut_member_list_retried(workspace):
 
 
 def test_cut_write_response_not_resent(workspace):
-    # The POST runs but its response is cut: the retry reads the member back,
-    # finds it already authorized, and does not POST again.
+    # The POST runs but its response is cut, so the retry reads the member back,
+    # finds it authorized and does not POST again.
     emulator = workspace.emulator
     emulator.inject(Fault.truncate(), method="POST", path=member_path(CAROL))
 
@@ -260,7 +276,7 @@ def test_resets_past_retries_stop_network(workspace):
     assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
     assert statuses(emulator, "POST", member_path(CAROL)) == [0] * (RETRIES + 1)
     assert stderr_lines_with(result, ENGINEERING, "cannot reach the controller")
-    # What came before the failure is done and recorded; the rest waits for the next run.
+    # What came before the failure is done and recorded, and the rest waits for the next run.
     assert authorization(emulator, ENGINEERING)[BOB] is False
     assert open_activations(workspace, BOB) == 0
     assert authorization(emulator, ENGINEERING)[CAROL] is False
@@ -336,8 +352,8 @@ def test_429_past_retries_fails_one_action(workspace):
 
 
 def test_invalid_json_member_list_fails_network(workspace):
-    # A complete response whose JSON is cut short: the network cannot be read,
-    # so nothing on it changes, and the other network is still processed.
+    # The response is complete but its JSON is cut short, so the network cannot
+    # be read. Nothing on it changes, and the other network is still processed.
     emulator = workspace.emulator
     whole = '[{"id": "a1b2c3d4e5", "nwid": "' + ENGINEERING + '", "authorized": true, "revision": 1}]'
     cut = whole[: len(whole) // 2]
@@ -353,14 +369,14 @@ def test_invalid_json_member_list_fails_network(workspace):
     assert "not JSON" in result.stderr
     assert authorization(emulator, ENGINEERING) == before
     assert writes(emulator) == []
-    # The expiry is not lost: the activation stays open until the network can be read.
+    # The expiry is not lost, because the activation stays open until the network can be read.
     assert open_activations(workspace, BOB) == 1
     assert any(request.path == f"/unstable/controller/network/{LAB}/member" for request in emulator.requests)
     assert_converges(workspace)
 
 
 def test_invalid_json_write_response_fails_action(workspace):
-    # The fault answers in place of the controller, so the POST never ran.
+    # The fault responds in place of the controller, so the POST never ran.
     emulator = workspace.emulator
     emulator.inject(
         Fault.status(200, '{"id": "c3d4e5f6a7", "authorized": tr', headers={"Content-Type": "application/json"}),
@@ -415,8 +431,8 @@ def test_controller_stops_after_first_write(workspace, monkeypatch):
 
     result = workspace.run("--output", "json", "reconcile")
 
-    # Part of the job was done before the controller went away: a partial
-    # failure (5), not "unreachable" (4), and the report lists what was done.
+    # Part of the job was done before the controller went away, so this is a
+    # partial failure (5), not "unreachable" (4), and the report lists what was done.
     assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
     assert "cannot reach the controller" in result.stderr
     assert BOB in result.stdout
@@ -436,6 +452,13 @@ def test_controller_stops_during_repair(workspace, monkeypatch):
     def send_then_stop(client, finding):
         member = original(client, finding)
         monkeypatch.setattr(ztctl.engine.apply, "send_action", original)
+        # Networks are read in parallel. The lab network's read failing is the
+        # case of the test above, so this one stops the controller once it is done.
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not statuses(emulator, "GET", f"/unstable/controller/network/{LAB}/member"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         emulator.stop()
         return member
 
@@ -477,10 +500,17 @@ def terminate_postgres_sessions(database_url: str) -> None:
 
 
 def fail_next_commit(monkeypatch) -> None:
-    """Make the next ORM commit fail the way SQLite does when its disk fails."""
+    """Make this thread's next ORM commit fail the way SQLite does when its disk fails.
+
+    Networks are processed on several threads, and only the commit that
+    records this thread's write must fail.
+    """
     original = Session.commit
+    thread = threading.get_ident()
 
     def failing_commit(self):
+        if threading.get_ident() != thread:
+            return original(self)
         monkeypatch.setattr(Session, "commit", original)
         self.rollback()
         raise sa.exc.OperationalError("COMMIT", None, sqlite3.OperationalError("disk I/O error"))
@@ -512,7 +542,7 @@ def test_portal_fails_after_write(workspace, monkeypatch):
     assert written == [CAROL]
     assert authorization(emulator, ENGINEERING)[CAROL] is True
     # The change is on the controller but not in the audit log, so the log
-    # must name it: it is the only record that ztctl made it.
+    # must name it, because the log is then the only record that ztctl made it.
     unrecorded = [
         line for line in result.stderr.splitlines()
         if CAROL in line and re.search(r"applied on the controller|not recorded", line)

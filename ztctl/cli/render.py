@@ -157,7 +157,7 @@ def _render_previous_failures(console: Console, result: RunResult) -> None:
     )
     for failure in failures:
         where = " ".join(part for part in (failure["network"], failure["node"], failure["action"]) if part)
-        console.print(Text(f"  {failure['outcome']}: {where}: {failure['detail']}", style="yellow"))
+        console.print(Text(f"  {failure['outcome']}: {where or 'the run'}: {failure['detail']}", style="yellow"))
 
 
 def _render_errors(console: Console, result: RunResult) -> None:

@@ -22,6 +22,7 @@ import tenacity
 
 from ztctl.controller.base import RequestStats
 from ztctl.errors import ControllerResponseError, ControllerUnreachable, TokenRejected
+from ztctl.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,12 @@ def describe_error(error: BaseException | None) -> str:
 
 
 def body_excerpt(response: httpx.Response) -> str:
-    """Return the start of a response body on one line, or ``an empty body``."""
-    text = " ".join(response.text.split())
+    """Return the start of a response body on one line, or ``an empty body``.
+
+    A server may quote the request's token back in an error body, so known
+    secrets are removed before the excerpt reaches any message or record.
+    """
+    text = redact(" ".join(response.text.split()))
     if not text:
         return "an empty body"
     if len(text) > BODY_EXCERPT_CHARS:

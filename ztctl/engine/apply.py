@@ -48,10 +48,12 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
             outcome = Outcome(finding, OutcomeStatus.FAILED, str(exc))
         else:
             outcome = Outcome(finding, OutcomeStatus.APPLIED, revision=member.revision)
-            _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
 
-        job.recorder.record(session, stage, finding, outcome, before=_before(finding), after=_after(member))
-        session.commit()
+        with job.recording_after_write(finding):
+            if member is not None:
+                _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
+            job.recorder.record(session, stage, finding, outcome, before=_before(finding), after=_after(member))
+            session.commit()
     _log_outcome(outcome)
     return outcome
 

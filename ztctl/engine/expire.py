@@ -29,7 +29,12 @@ from ztctl.engine.model import (
 )
 from ztctl.engine.portal_state import MembershipView
 from ztctl.engine.sync import reusable_cache
-from ztctl.errors import ControllerResponseError, MemberChanged, MemberNotFound
+from ztctl.errors import (
+    ControllerResponseError,
+    ControllerUnreachable,
+    MemberChanged,
+    MemberNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,7 @@ def _plan_network(
         network = client.get_network(network_id)
         cached = reusable_cache(job, network_id)
         members = {member.node_id: member for member in client.list_members(network_id, cached)}
-    except ControllerResponseError as exc:
+    except (ControllerResponseError, ControllerUnreachable) as exc:
         report.error = f"activations left open until the network can be read: {exc}"
         result.counts.errors += 1
         log.error("expire on network %s: %s", network_id, report.error)
@@ -225,22 +230,23 @@ def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy:
                 job.recorder.record(session, STAGE, finding, outcome)
                 session.commit()
                 return outcome
+
+        with job.recording_after_write(finding):
             if member is not None:
                 portal_state.update_cached_member(session, member, now)
-
-        # A membership with an activation still to come stays active, or that
-        # activation would never grant access: an inactive state always wins.
-        scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
-        ended = portal_state.end_activations(
-            session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
-        )
-        outcome = Outcome(
-            finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
-            revision=member.revision if member is not None else None,
-        )
-        after = {"authorized": member.authorized, "revision": member.revision} if member else None
-        job.recorder.record(session, STAGE, finding, outcome, after=after)
-        job.commit_after_write(session, finding)
+            # A membership with an activation still to come stays active, or that
+            # activation would never grant access: an inactive state always wins.
+            scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
+            ended = portal_state.end_activations(
+                session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
+            )
+            outcome = Outcome(
+                finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
+                revision=member.revision if member is not None else None,
+            )
+            after = {"authorized": member.authorized, "revision": member.revision} if member else None
+            job.recorder.record(session, STAGE, finding, outcome, after=after)
+            session.commit()
     _log_applied(job, plan, outcome)
     return outcome
 

@@ -14,7 +14,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,10 +41,11 @@ from ztctl.portal.db import (
     WriteAccess,
     create_portal_engine,
     ensure_schema,
-    session_factory,
+    write_session_factory,
 )
 from ztctl.portal.lock import RunLock, acquire_run_lock
 from ztctl.portal.models import AuditEntry, Run, utc_now
+from ztctl.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,8 @@ class RunRecorder:
                 node_id=finding.node_id,
                 action=str(finding.action) if finding.action else "none",
                 outcome=str(outcome.status) if outcome else "found",
-                reason=finding.reason,
-                detail=outcome.detail if outcome else None,
+                reason=redact(finding.reason),
+                detail=redact(outcome.detail) if outcome else None,
                 before=before,
                 after=after,
                 revision=outcome.revision if outcome and outcome.revision is not None else finding.expected_revision,
@@ -136,6 +138,7 @@ class Job:
     settings: Settings
     db_engine: Engine
     sessions: sessionmaker[Session]
+    """In an apply run on SQLite, each session's transaction takes the write lock as it begins."""
     recorder: RunRecorder
     controller: ControllerClient | None = None
     controller_status: ControllerStatus | None = None
@@ -187,22 +190,26 @@ class Job:
             report.counts.errors += 1
             log.error("network %s: %s", report.network_id, message, extra={"network": report.network_id})
 
-    def commit_after_write(self, session: Session, finding: Finding) -> None:
-        """Commit the record of a change already made on the controller.
+    @contextmanager
+    def recording_after_write(self, finding: Finding) -> Iterator[None]:
+        """Guard the recording of a change already made on the controller.
 
         If the portal database fails now, the change is real but unrecorded:
-        say so in the log, which is then the only record, and stop the run.
+        the log says so, and is then the only record, and the run stops.
         """
         try:
-            session.commit()
+            yield
         except SQLAlchemyError as exc:
             log.error(
                 "%s of member %s on network %s was applied on the controller, but recording it in the "
                 "portal failed: %s",
                 finding.action, finding.node_id, finding.network_id, exc,
+                extra={"network": finding.network_id, "node": finding.node_id},
             )
             raise PortalUnavailable(
-                f"the portal database failed during the run: {type(exc).__name__}",
+                f"the portal database failed during the run, after {finding.action} of member "
+                f"{finding.node_id} on network {finding.network_id} was applied on the controller: "
+                f"{type(exc).__name__}",
                 hint="check the database; the next run reads the controller again and converges",
             ) from exc
 
@@ -254,8 +261,12 @@ def open_job(
         mode=mode,
         settings=settings,
         db_engine=db_engine,
-        sessions=session_factory(db_engine),
-        recorder=RunRecorder(session_factory(db_engine), mode, command),
+        # The connection check and the schema check above and below run
+        # before the run lock is taken, on plain DEFERRED transactions, so a
+        # second run reaches the lock (and exits 6) instead of waiting for
+        # SQLite's write lock. Everything after the lock takes it at once.
+        sessions=write_session_factory(db_engine),
+        recorder=RunRecorder(write_session_factory(db_engine), mode, command),
         clock=clock,
         force=force,
     )

@@ -15,7 +15,7 @@ from ztctl.controller.base import ControllerMember, ControllerNetwork
 from ztctl.engine import portal_state
 from ztctl.engine.job import Job
 from ztctl.engine.model import NetworkReport, StageResult
-from ztctl.errors import ControllerResponseError, NetworkNotFound
+from ztctl.errors import ControllerResponseError, ControllerUnreachable, NetworkNotFound
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot
         )
         log.error("%s", error, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=error)
-    except ControllerResponseError as exc:
+    except (ControllerResponseError, ControllerUnreachable) as exc:
+        # The controller answered the probe at the start of the run, so going
+        # away now fails this network, and the run reports what it did so far.
         log.error("reading network %s failed: %s", network_id, exc, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=f"reading the network failed: {exc}")
     log.debug("network %s: %d members read", network_id, len(members))

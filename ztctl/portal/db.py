@@ -182,6 +182,18 @@ def session_factory(engine: sqlalchemy.Engine) -> sessionmaker[sqlalchemy.orm.Se
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+_IMMEDIATE_OPTION = "ztctl_sqlite_immediate"
+
+
+def write_session_factory(engine: sqlalchemy.Engine) -> sessionmaker[sqlalchemy.orm.Session]:
+    """Return a session factory whose transactions take SQLite's write lock as they begin.
+
+    For a transaction that changes the controller and then records the change;
+    on PostgreSQL it is the same as ``session_factory``.
+    """
+    return sessionmaker(bind=engine.execution_options(**{_IMMEDIATE_OPTION: True}), expire_on_commit=False)
+
+
 def _parse_url(url: str) -> URL:
     redacted = redact_url(url)
     try:
@@ -255,15 +267,17 @@ def _install_sqlite_setup(engine: sqlalchemy.Engine, access: WriteAccess) -> Non
 
     # A DEFERRED transaction that reads and then writes fails at once with
     # "database is locked" when another process took the write lock in
-    # between; SQLite does not wait then. An apply run changes the controller
-    # inside such a transaction and records it at the commit, so it takes the
-    # write lock when the transaction begins (waiting up to the busy timeout):
-    # a locked portal then stops the action before the controller is touched.
-    begin = "BEGIN IMMEDIATE" if access is WriteAccess.ALL else "BEGIN"
-
+    # between; SQLite does not wait then. An action changes the controller
+    # inside such a transaction and records it at the commit, so a session
+    # from ``write_session_factory`` takes the write lock when its transaction
+    # begins (waiting up to the busy timeout): a locked portal then stops the
+    # action before the controller is touched. Other transactions, such as the
+    # checks made before a run holds its run lock, stay DEFERRED, so they never
+    # wait for another run's write.
     @event.listens_for(engine, "begin")
     def begin_transaction(connection: sqlalchemy.Connection) -> None:
-        connection.exec_driver_sql(begin)
+        immediate = connection.get_execution_options().get(_IMMEDIATE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate and access is WriteAccess.ALL else "BEGIN")
 
 
 def _install_postgres_setup(engine: sqlalchemy.Engine, access: WriteAccess) -> None:

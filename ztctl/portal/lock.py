@@ -320,6 +320,10 @@ def _database_path(engine: sqlalchemy.Engine) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
+_OWNER_RECORD_GRACE = 0.5
+"""Seconds to wait for a new holder's record before naming no holder."""
+
+
 def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) -> RunLock:
     database_path = _database_path(engine)
     lock_path = Path(f"{database_path}.lock")
@@ -350,7 +354,13 @@ def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) ->
     )
     if not is_locked:
         hint = "The lock is released when the holder's process ends. If that run is stuck, stop that process."
-        raise _lock_held_error(engine, _describe_file_holder(owner_path), wait=wait, hint=hint)
+        holder = _describe_file_holder(owner_path)
+        if not owner_path.exists():
+            # The holder writes its record just after it takes the lock, so a
+            # run that lost the race by a moment gives it that moment.
+            time.sleep(_OWNER_RECORD_GRACE)
+            holder = _describe_file_holder(owner_path)
+        raise _lock_held_error(engine, holder, wait=wait, hint=hint)
 
     lock_file_identity = _file_identity(lock_path)
     _write_owner_file(owner_path, owner)
