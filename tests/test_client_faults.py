@@ -1081,3 +1081,37 @@ def test_invalid_url_rejected(url: str) -> None:
 def test_empty_token_rejected() -> None:
     with pytest.raises(ValueError, match="ZTCTL_TOKEN is empty"):
         ZeroTierOneClient(URL, " \n", read_only=True, token_source="ZTCTL_TOKEN")
+
+
+def test_list_networks_bulk_on_1_14(connect) -> None:
+    body = {"data": [NETWORK_JSON, {**NETWORK_JSON, "id": "32332045050000aa", "private": False}], "meta": {"networkCount": 2}}
+    fake = FakeController({**probe_routes("1.14.1"), ("GET", "/unstable/controller/network"): reply(200, body)})
+    client = connect(fake)
+    client.probe()
+
+    networks = client.list_networks()
+
+    assert networks is not None
+    assert sorted(networks) == sorted([NETWORK, "32332045050000aa"])
+    assert networks["32332045050000aa"].private is False
+
+
+def test_list_networks_count_contradiction(connect) -> None:
+    body = {"data": [NETWORK_JSON], "meta": {"networkCount": 3}}
+    fake = FakeController({**probe_routes("1.14.1"), ("GET", "/unstable/controller/network"): reply(200, body)})
+    client = connect(fake)
+    client.probe()
+
+    with pytest.raises(ControllerResponseError) as caught:
+        client.list_networks()
+
+    assert "networkCount" in str(caught.value)
+
+
+def test_list_networks_none_before_1_14(connect) -> None:
+    fake = FakeController(probe_routes("1.12.2"))
+    client = connect(fake)
+    client.probe()
+
+    assert client.list_networks() is None
+    assert fake.sent("GET", "/unstable/controller/network") == []

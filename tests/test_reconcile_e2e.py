@@ -226,3 +226,29 @@ def test_failed_write_keeps_activation_open_and_retries(workspace):
     second = workspace.run("expire")
     assert second.exit_code == ExitCode.OK, second.output
     assert authorization(workspace.emulator, ENGINEERING)["b2c3d4e5f6"] is False
+
+
+def test_second_run_rewrites_no_rows(workspace):
+    assert workspace.run("reconcile").exit_code == ExitCode.OK
+    before = workspace.table_rows()
+
+    result = workspace.run("reconcile")
+
+    after = workspace.table_rows()
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert result.exit_code == ExitCode.OK, result.output
+    # Only the run's own record is written.
+    assert changed == ["runs"]
+
+
+def test_networks_read_in_one_request(workspace):
+    workspace.run("reconcile")
+    workspace.emulator.clear_requests()
+
+    workspace.run("reconcile")
+
+    single_network_reads = [
+        r for r in workspace.emulator.requests
+        if r.method == "GET" and r.path.rstrip("/").endswith((ENGINEERING, LAB))
+    ]
+    assert single_network_reads == []

@@ -113,6 +113,14 @@ class ControllerClient(ABC):
     def list_network_ids(self) -> list[str]:
         """Return the IDs of every network on the controller, in lower case."""
 
+    def list_networks(self) -> dict[str, ControllerNetwork] | None:
+        """Return every network on the controller from one request, or None where the API has no such list.
+
+        A run reads many networks, so one request for all of them saves one
+        per network. The default says the backend cannot.
+        """
+        return None
+
     @abstractmethod
     def get_network(self, network_id: str) -> ControllerNetwork:
         """Return one network; raise ``NetworkNotFound`` when the controller does not have it."""

@@ -170,6 +170,9 @@ class CentralClient(ControllerClient):
     def list_network_ids(self) -> list[str]:
         return self.api.read_network_ids()
 
+    def list_networks(self) -> dict[str, ControllerNetwork] | None:
+        return self.api.read_networks()
+
     def get_network(self, network_id: str) -> ControllerNetwork:
         return self.api.read_network(normalize_network_id(network_id))
 

@@ -16,6 +16,7 @@ from ztctl.controller.central_records import (
     parse_members,
     parse_network,
     parse_network_ids,
+    parse_networks,
 )
 from ztctl.controller.http import HttpSession
 from ztctl.errors import ControllerResponseError, MemberNotFound, NetworkNotFound
@@ -59,6 +60,13 @@ class CentralApi:
         if response.status_code == 403:
             raise self.forbidden(response, "may not list networks", network_id=None, hint=READ_FORBIDDEN_HINT)
         return parse_network_ids(self.http.decode_json(response), _request_line(response))
+
+    def read_networks(self) -> dict[str, ControllerNetwork]:
+        """Return every network the token may see, from one ``GET /network``."""
+        response = self.http.send("GET", "/network", kind="network_list", allowed=(200, 403))
+        if response.status_code == 403:
+            raise self.forbidden(response, "may not list networks", network_id=None, hint=READ_FORBIDDEN_HINT)
+        return parse_networks(self.http.decode_json(response), _request_line(response))
 
     def read_network(self, network_id: str) -> ControllerNetwork:
         path = network_path(network_id)

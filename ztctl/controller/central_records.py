@@ -86,6 +86,19 @@ def parse_network_ids(body: object, source: str) -> list[str]:
     return network_ids
 
 
+def parse_networks(body: object, source: str) -> dict[str, ControllerNetwork]:
+    """Return the networks of a ``GET /network`` body, a JSON array of network objects."""
+    if not isinstance(body, list):
+        raise ControllerResponseError(f"{source} returned {_json_type(body)}, expected an array of networks")
+    networks: dict[str, ControllerNetwork] = {}
+    for item in body:
+        network_id = _network_id_of(item)
+        if network_id is None:
+            raise ControllerResponseError(f"{source} listed a network without a valid 'id'")
+        networks[network_id] = parse_network(item, network_id, source)
+    return networks
+
+
 def parse_network(body: object, network_id: str, source: str) -> ControllerNetwork:
     """Build a ``ControllerNetwork`` from a network object.
 

@@ -207,6 +207,12 @@ class ZeroTierOneClient(ControllerClient):
             raise self._no_controller_error()
         return parse_network_ids(self.http.decode_json(response), "GET /controller/network")
 
+    def list_networks(self) -> dict[str, ControllerNetwork] | None:
+        # Only 1.14.0 and later have the bulk network list; earlier servers are read network by network.
+        if self.has_bulk_list is not True:
+            return None
+        return self.api.read_bulk_networks()
+
     def get_network(self, network_id: str) -> ControllerNetwork:
         return self.api.read_network(normalize_network_id(network_id))
 

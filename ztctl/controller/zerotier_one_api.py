@@ -12,6 +12,7 @@ from ztctl.controller.http import HttpSession
 from ztctl.controller.zerotier_one_records import (
     is_bulk_list,
     parse_bulk_members,
+    parse_bulk_networks,
     parse_member,
     parse_member_revisions,
     parse_network,
@@ -42,6 +43,14 @@ class ZeroTierOneApi:
             raise self.network_not_found(network_id, f"GET {path}")
         body = self.http.decode_json(response, network_id=network_id)
         return parse_network(body, network_id, f"GET {path}")
+
+    def read_bulk_networks(self) -> dict[str, ControllerNetwork] | None:
+        """Return every network from ``GET /unstable/controller/network`` (1.14.0+), or None on a 404."""
+        path = "/unstable/controller/network"
+        response = self.http.send("GET", path, kind="bulk_network_list", allowed=(200, 404))
+        if response.status_code == 404:
+            return None
+        return parse_bulk_networks(self.http.decode_json(response), f"GET {path}")
 
     def read_member(self, network_id: str, node_id: str, *, retry: bool = True) -> ControllerMember | None:
         """Return one member, or None when the controller returns 404."""

@@ -73,6 +73,26 @@ def parse_network_ids(body: object, source: str) -> list[str]:
     return network_ids
 
 
+def parse_bulk_networks(body: object, source: str) -> dict[str, ControllerNetwork]:
+    """Return the networks of a ``GET /unstable/controller/network`` body, checked against its own count."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
+        raise ControllerResponseError(f"{source} returned {_json_type(body)}, expected an object with a 'data' array")
+    networks: dict[str, ControllerNetwork] = {}
+    for item in body["data"]:
+        raw_id = item.get("id", item.get("nwid")) if isinstance(item, Mapping) else None
+        if not isinstance(raw_id, str) or _NETWORK_ID.fullmatch(raw_id) is None:
+            raise ControllerResponseError(f"{source} listed a network whose 'id' is {raw_id!r}")
+        network = parse_network(item, raw_id.lower(), source)
+        networks[network.id] = network
+    meta = body.get("meta")
+    count = meta.get("networkCount") if isinstance(meta, Mapping) else None
+    if count is not None and count != len(networks):
+        raise ControllerResponseError(
+            f"{source} returned {len(networks)} networks but its meta.networkCount says {count!r}"
+        )
+    return networks
+
+
 def parse_network(body: object, network_id: str, source: str) -> ControllerNetwork:
     """Build a ``ControllerNetwork`` from a network object; a missing ``private`` means true, as it does
     on the controller."""

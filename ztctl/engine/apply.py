@@ -43,7 +43,7 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
             outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {exc}")
         except MemberNotFound:
             outcome = Outcome(finding, OutcomeStatus.SKIPPED, "changed since plan: the member is no longer on the controller")
-            portal_state.forget_cached_member(session, finding.network_id, finding.node_id)
+            portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
         except ControllerResponseError as exc:
             outcome = Outcome(finding, OutcomeStatus.FAILED, str(exc))
         else:
@@ -89,7 +89,7 @@ def send_action(client: ControllerClient, finding: Finding) -> ControllerMember:
 
 def _update_cache(session: Any, finding: Finding, member: ControllerMember, now: Any, *, run_id: int | None) -> None:
     if finding.action is ActionKind.DELETE:
-        portal_state.forget_cached_member(session, finding.network_id, finding.node_id)
+        portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
         portal_state.record_deletion(
             session, finding.network_id, finding.node_id, now, run_id=run_id, reason=finding.reason
         )

@@ -415,18 +415,29 @@ def update_cached_member(session: Session, member: ControllerMember, now: dateti
                 network_id=member.network_id, node_id=member.node_id, synced_at=now, **_cache_fields(member)
             )
         )
+        _count_members(session, member.network_id, 1, now)
         return
     for name, value in _cache_fields(member).items():
         setattr(row, name, value)
     row.synced_at = now
 
 
-def forget_cached_member(session: Session, network_id: str, node_id: str) -> None:
-    session.execute(
+def forget_cached_member(session: Session, network_id: str, node_id: str, now: datetime) -> None:
+    deleted = session.execute(
         delete(ControllerMemberCache).where(
             ControllerMemberCache.network_id == network_id, ControllerMemberCache.node_id == node_id
         )
-    )
+    ).rowcount
+    if deleted:
+        _count_members(session, network_id, -deleted, now)
+
+
+def _count_members(session: Session, network_id: str, change: int, now: datetime) -> None:
+    """Keep the network's member count true after this run's own create or delete, so the next sync finds nothing to rewrite."""
+    row = session.get(ControllerNetworkCache, network_id)
+    if row is not None:
+        row.member_count += change
+        row.synced_at = now
 
 
 def flag_unknown_members(session: Session, network_id: str, unknown_nodes: set[str], now: datetime) -> set[str]:

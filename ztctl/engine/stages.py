@@ -31,7 +31,13 @@ from ztctl.engine.model import (
     RunResult,
     StageResult,
 )
-from ztctl.engine.sync import NetworkSnapshot, managed_networks, run_sync, sync_network
+from ztctl.engine.sync import (
+    NetworkSnapshot,
+    managed_networks,
+    prefetch_networks,
+    run_sync,
+    sync_network,
+)
 from ztctl.engine.workers import for_each_network
 from ztctl.errors import ControllerUnreachable, PortalUnavailable
 
@@ -231,8 +237,12 @@ def diff(job: Job, run: RunResult, *, confirm: Confirm | None = None) -> None:
     sync_stage = StageResult("sync", job.mode, job.now())
     run.stages.extend([sync_stage, stage])
 
+    known = prefetch_networks(job)
+
     def plan(network_id: str, name: str) -> tuple[NetworkReport, NetworkReport | None]:
-        sync_report, snapshot = sync_network(job, network_id, name, write_cache=not job.mode.is_read_only)
+        sync_report, snapshot = sync_network(
+            job, network_id, name, write_cache=not job.mode.is_read_only, known=known
+        )
         if snapshot.error is not None:
             return sync_report, None
         report = plan_network(job, run.command, snapshot, drift=True, unknown=True)
@@ -277,8 +287,10 @@ def _stream(job: Job, run: RunResult, steps: tuple[tuple[str, bool, bool], ...],
     stages = [StageResult(name, job.mode, job.now()) for name, _, _ in steps]
     run.stages.extend([sync_stage, *stages])
 
+    known = prefetch_networks(job)
+
     def process(network_id: str, name: str) -> list[NetworkReport | None]:
-        sync_report, snapshot = sync_network(job, network_id, name, write_cache=write_cache)
+        sync_report, snapshot = sync_network(job, network_id, name, write_cache=write_cache, known=known)
         if snapshot.error is not None:
             return [sync_report, *(None for _ in steps)]
         reports: list[NetworkReport | None] = [sync_report]

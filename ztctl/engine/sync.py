@@ -44,9 +44,30 @@ def managed_networks(job: Job) -> list[tuple[str, str]]:
     return networks
 
 
-def sync_network(job: Job, network_id: str, portal_name: str, *, write_cache: bool) -> tuple[NetworkReport, NetworkSnapshot]:
-    """Read one network, write its cache when asked (only counting in a read-only run), and report it."""
-    snapshot = read_network(job, network_id, portal_name)
+def prefetch_networks(job: Job) -> dict[str, ControllerNetwork] | None:
+    """Read every network in one request where the controller allows it; None means read them one by one."""
+    try:
+        return job.require_controller().list_networks()
+    except (ControllerResponseError, ControllerUnreachable) as exc:
+        # Each network's own read then fails or succeeds on its own, and the
+        # run reports what it did before the failure.
+        log.warning("reading all networks at once failed, so each is read on its own: %s", exc)
+        return None
+
+
+def sync_network(
+    job: Job,
+    network_id: str,
+    portal_name: str,
+    *,
+    write_cache: bool,
+    known: dict[str, ControllerNetwork] | None = None,
+) -> tuple[NetworkReport, NetworkSnapshot]:
+    """Read one network, write its cache when asked (only counting in a read-only run), and report it.
+
+    ``known`` holds the networks ``prefetch_networks`` read, which saves a request per network.
+    """
+    snapshot = read_network(job, network_id, portal_name, known)
     report = NetworkReport(network_id, name=portal_name)
     if snapshot.error is not None:
         report.error = snapshot.error
@@ -67,13 +88,18 @@ def run_sync(job: Job) -> StageResult:
     from ztctl.engine.workers import for_each_network
 
     result = StageResult(STAGE, job.mode, job.now())
-    reports = for_each_network(job, managed_networks(job), lambda nw, name: sync_network(job, nw, name, write_cache=True)[0])
+    known = prefetch_networks(job)
+    reports = for_each_network(
+        job, managed_networks(job), lambda nw, name: sync_network(job, nw, name, write_cache=True, known=known)[0]
+    )
     for report in reports:
         result.add(report)
     return result
 
 
-def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot:
+def read_network(
+    job: Job, network_id: str, portal_name: str, known: dict[str, ControllerNetwork] | None = None
+) -> NetworkSnapshot:
     """Read one network and its members; a per-network failure becomes the snapshot's error."""
     client = job.require_controller()
     mismatch = _foreign_network(job, network_id)
@@ -81,7 +107,12 @@ def read_network(job: Job, network_id: str, portal_name: str) -> NetworkSnapshot
         log.error("%s", mismatch)
         return NetworkSnapshot(network_id, portal_name, error=mismatch)
     try:
-        network = client.get_network(network_id)
+        if known is None:
+            network = client.get_network(network_id)
+        elif network_id in known:
+            network = known[network_id]
+        else:
+            raise NetworkNotFound(f"network {network_id} is not in the controller's network list", network_id=network_id)
         cached, reusable = _cache(job, network_id)
         members = client.list_members(network_id, reusable)
     except NetworkNotFound:
