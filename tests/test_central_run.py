@@ -52,3 +52,26 @@ def test_run_keeps_configured_rate(tmp_path):
         assert not [request for request in emulator.requests if request.status == 429]
     finally:
         emulator.stop()
+
+
+def test_diff_shows_last_seen_without_acting_on_it(tmp_path):
+    emulator = CentralEmulator(token="central-test-token", rate_limit=None).start()
+    try:
+        seed_drift_controller(emulator)
+        # A long-silent member that the portal wants on: being unseen must not stop its authorization.
+        emulator.put_member(ENGINEERING, "c3d4e5f6a7", last_seen_ms=1_600_000_000_000, physical_address="198.51.100.7")
+        space = Workspace(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", emulator)
+        space.env["ZTCTL_CONTROLLER_TOKEN"] = "central-test-token"
+        space.load(drift_portal(datetime.now(UTC)))
+
+        diff = space.run("diff")
+        reconcile = space.run("reconcile")
+
+        assert diff.exit_code == ExitCode.CHANGES_PENDING
+        assert "Last seen" in diff.stdout
+        assert "2020-09-13 12:26Z" in diff.stdout
+        assert "198.51.100.7" in diff.stdout
+        assert reconcile.exit_code == ExitCode.OK, reconcile.output
+        assert authorization(emulator, ENGINEERING)["c3d4e5f6a7"] is True
+    finally:
+        emulator.stop()

@@ -191,12 +191,18 @@ def _render_network(console: Console, stage: StageResult, report: NetworkReport)
         console.print(Text(f"{title}: in line with the portal{members}", style="green"))
         return
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("Kind", "Node", "Owner / name", "Portal", "Controller", "Action", "Reason"):
+    # Only Central reports when it last heard from a member; the column is
+    # there to read, and no action depends on it.
+    seen = any(finding.last_seen_at or finding.physical_address for finding in report.findings)
+    columns = ["Kind", "Node", "Owner / name", "Portal", "Controller", "Action", "Reason"]
+    if seen:
+        columns.insert(5, "Last seen")
+    for column in columns:
         # IDs and states stay on one line; the free text wraps.
-        wraps = column in ("Owner / name", "Reason")
+        wraps = column in ("Owner / name", "Reason", "Last seen")
         table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     for finding in report.findings:
-        table.add_row(
+        cells = [
             finding.kind,
             finding.node_id,
             _who(finding),
@@ -204,8 +210,20 @@ def _render_network(console: Console, stage: StageResult, report: NetworkReport)
             finding.controller_state,
             Text(str(finding.action) if finding.action else "none", style="bold" if finding.action else "dim"),
             finding.reason,
-        )
+        ]
+        if seen:
+            cells.insert(5, _last_seen(finding))
+        table.add_row(*cells)
     console.print(table)
+
+
+def _last_seen(finding: Finding) -> str:
+    parts = []
+    if finding.last_seen_at:
+        parts.append(f"{finding.last_seen_at:%Y-%m-%d %H:%M}Z")
+    if finding.physical_address:
+        parts.append(f"from {finding.physical_address}")
+    return " ".join(parts) or "-"
 
 
 def _who(finding: Finding) -> str:

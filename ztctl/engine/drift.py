@@ -164,6 +164,8 @@ def find_unknown(
                 expected_revision=member.revision,
                 pending=action is not None or (member.authorized and network.private),
                 revokes_access=action is not None and member.authorized,
+                last_seen_at=member.last_seen_at,
+                physical_address=member.physical_address,
             )
         )
     return findings
@@ -224,6 +226,8 @@ def _finding(
         expected_revision=member.revision if member is not None else None,
         pending=pending,
         revokes_access=revokes_access,
+        last_seen_at=member.last_seen_at if member is not None else None,
+        physical_address=member.physical_address if member is not None else None,
     )
 
 

@@ -153,6 +153,8 @@ def _plan_one(
         expected_revision=member.revision if member is not None else None,
         activation_ids=tuple(activation.id for activation in expired),
         revokes_access=revokes,
+        last_seen_at=member.last_seen_at if member is not None else None,
+        physical_address=member.physical_address if member is not None else None,
     )
     return _PlannedExpiry(network, finding, member, late)
 

@@ -80,6 +80,9 @@ class Finding:
     """Whether the action takes access away from an authorized member; the mass-revocation guard counts these."""
     acknowledged_until: datetime | None = None
     """Set when an operator accepted this difference; it is then not pending until that time."""
+    last_seen_at: datetime | None = None
+    """When the controller last heard from the member (Central only): shown, never used to decide."""
+    physical_address: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +97,8 @@ class Finding:
             "reason": self.reason,
             "pending": self.pending,
             "acknowledged_until": self.acknowledged_until,
+            "last_seen_at": self.last_seen_at,
+            "physical_address": self.physical_address,
         }
 
 
