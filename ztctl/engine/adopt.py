@@ -1,6 +1,6 @@
 """``ztctl adopt NETWORK``: bring an existing network under management.
 
-Every member the controller holds gets a membership: authorized members as
+Every member on the controller gets a membership: authorized members as
 active, the others as inactive. Members that already have a membership keep
 it, so adopting twice changes nothing. Without adoption, the first run on a
 newly managed network would report every member as unknown and, under a

@@ -55,7 +55,7 @@ class Explanation:
 
     @property
     def verdict(self) -> str:
-        """Answer in one sentence: is the member authorized, and why."""
+        """Return one sentence: whether the member is authorized, and why."""
         if self.live_error is not None:
             state = "unknown right now (the controller could not be read)"
         elif self.live is None:

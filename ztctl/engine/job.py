@@ -195,7 +195,7 @@ class Job:
         """Guard the recording of a change already made on the controller.
 
         If the portal database fails now, the change is real but unrecorded:
-        the log says so, and is then the only record, and the run stops.
+        the log records it, and is then the only record, and the run stops.
         """
         try:
             yield
@@ -295,7 +295,7 @@ def current_user() -> str:
 
 
 def run_owner(command: str) -> str:
-    """Describe this run for the lock, so that a second run can say who holds it."""
+    """Describe this run for the lock, so that a second run can name the holder."""
     return f"ztctl {command} on {socket.gethostname()} pid {os.getpid()}"
 
 
@@ -319,7 +319,7 @@ def exit_code_for(result: RunResult) -> ExitCode:
     """Map a finished run to its exit status.
 
     A safety refusal outranks a partial failure, which outranks pending
-    changes: an operator alerted on the highest code sees the most urgent
+    changes: an operator alerted on the highest code learns of the most urgent
     problem first.
     """
     if result.has_refusals:

@@ -56,7 +56,7 @@ class MembershipView:
     def access_state(self, now: datetime) -> str:
         """Return ``active`` when the portal grants access now, otherwise why not.
 
-        A membership with no activations is as its ``state`` says. One with
+        A membership with no activations is as its ``state`` sets it. One with
         activations is active only while one of them is current, and an
         ``inactive`` state always wins, so an operator can switch a device
         off without touching its activations.
@@ -441,7 +441,7 @@ def _count_members(session: Session, network_id: str, change: int, now: datetime
 
 
 def flag_unknown_members(session: Session, network_id: str, unknown_nodes: set[str], now: datetime) -> set[str]:
-    """Set ``unknown_since`` on newly unknown members and clear it on ones the portal now knows.
+    """Set ``unknown_since`` on newly unknown members and clear it on ones that now have a membership.
 
     Returns the node IDs flagged by this call, so a caller can warn once per member, not once per run.
     """

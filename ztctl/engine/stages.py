@@ -90,7 +90,7 @@ def apply_network(job: Job, stage: str, report: NetworkReport) -> None:
     """Apply every actionable finding of one planned network.
 
     A failed action is counted and the rest go on. A controller that stops
-    answering ends the network: its remaining actions are left for the next run.
+    responding ends the network: its remaining actions are left for the next run.
     """
     if report.refusal is not None:
         _record_refusal(job, stage, report)
@@ -282,7 +282,7 @@ def reconcile(job: Job, run: RunResult) -> None:
 
 
 def _stream(job: Job, run: RunResult, steps: tuple[tuple[str, bool, bool], ...], *, write_cache: bool) -> None:
-    """Read each network and carry it through ``steps`` before the next, so memory holds one network per worker."""
+    """Read each network and carry it through ``steps`` before the next, so memory keeps one network per worker."""
     sync_stage = StageResult("sync", job.mode, job.now())
     stages = [StageResult(name, job.mode, job.now()) for name, _, _ in steps]
     run.stages.extend([sync_stage, *stages])

@@ -1,8 +1,8 @@
 """The sync stage: read each managed network's members from the controller.
 
 A network is read once per run, and what a later stage needs from it is
-planned right away, so a run holds one network's members at a time per
-worker, not every network's. In apply mode the cache (``zerotier_memberships``)
+planned right away, so a run keeps one network's members in memory at a
+time per worker, not every network's. In apply mode the cache (``zerotier_memberships``)
 is rewritten to match, and only the rows that changed are written.
 """
 
@@ -65,7 +65,7 @@ def sync_network(
 ) -> tuple[NetworkReport, NetworkSnapshot]:
     """Read one network, write its cache when asked (only counting in a read-only run), and report it.
 
-    ``known`` holds the networks ``prefetch_networks`` read, which saves a request per network.
+    ``known`` contains the networks that ``prefetch_networks`` read, which saves a request per network.
     """
     snapshot = read_network(job, network_id, portal_name, known)
     report = NetworkReport(network_id, name=portal_name)
@@ -123,7 +123,7 @@ def read_network(
         log.error("%s", error, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=error)
     except (ControllerResponseError, ControllerUnreachable) as exc:
-        # The controller answered the probe at the start of the run, so going
+        # The controller responded to the probe at the start of the run, so going
         # away now fails this network, and the run reports what it did so far.
         log.error("reading network %s failed: %s", network_id, exc, extra={"network": network_id})
         return NetworkSnapshot(network_id, portal_name, error=f"reading the network failed: {exc}")
