@@ -163,6 +163,8 @@ class Workspace:
             "ZTCTL_DATABASE_URL": "",
             "ZTCTL_CONTROLLER_URL": "",
             "ZTCTL_CONTROLLER_TOKEN_FILE": "",
+            # Wide enough that no table cell wraps, so tests can look for a phrase.
+            "COLUMNS": "400",
             **self.env,
         }
 

@@ -14,9 +14,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from typing import TYPE_CHECKING, Any
 
 from ztctl import __version__
 from ztctl.cli.jsonout import encode_json_value, error_object
@@ -24,6 +22,9 @@ from ztctl.engine.model import RunResult
 from ztctl.errors import UsageError
 from ztctl.portal.models import utc_now
 from ztctl.redact import redact
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 REPORT_SCHEMA = 1
 
@@ -75,6 +76,9 @@ def write_metrics(
     last_success: datetime | None,
 ) -> None:
     """Write this run's metrics in the Prometheus text format, with the prometheus_client writer."""
+    # Imported here: most runs write no metrics, and cron pays the import on every run.
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
     registry = CollectorRegistry()
     labels = ["command"]
     Gauge("ztctl_last_run_timestamp_seconds", "When the last run finished.", labels, registry=registry).labels(
@@ -105,6 +109,8 @@ def write_metrics(
 
 
 def _result_metrics(registry: CollectorRegistry, result: RunResult) -> None:
+    from prometheus_client import Gauge
+
     actions = Gauge(
         "ztctl_actions", "Actions of the last run, by kind and outcome.", ["action", "outcome"], registry=registry
     )

@@ -379,8 +379,10 @@ class ZeroTierOneClient(ControllerClient):
                 hint="Run again to plan from the controller's current state.",
             )
 
-        # Before 1.14.0 a POST under a missing network stores a member of no network, so check first.
-        self.api.read_network(network_id, retry=False)
+        # Before 1.14.0 a POST under a missing network stores a member of no
+        # network, so check first; from 1.14.0 that POST gets a 404 instead.
+        if self.has_bulk_list is not True:
+            self.api.read_network(network_id, retry=False)
         body: dict[str, object] = {"authorized": True}
         if name:
             body["name"] = name

@@ -63,7 +63,7 @@ def acknowledge(
             raise UsageError(f"--until {until.isoformat()} is not in the future")
         view = AcknowledgementView(network_id, node_id, until, reason.strip(), current_user(), now)
         if mode is Mode.APPLY:
-            with job.sessions() as session:
+            with job.write_sessions() as session:
                 session.add(
                     Acknowledgement(
                         network_id=network_id, node_id=node_id, until=until, reason=view.reason,

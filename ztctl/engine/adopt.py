@@ -84,7 +84,7 @@ def adopt(job: Job, network_id: str) -> AdoptResult:
 
 def _write(job: Job, result: AdoptResult) -> None:
     now = job.now()
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         network = session.get(Network, result.network_id)
         if network is None:
             session.add(Network(id=result.network_id, name=result.network_name))

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
     """Carry out ``finding.action`` and record the outcome; ``ControllerUnreachable`` propagates."""
     client = job.require_controller()
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         now = job.now()
         current = portal_state.membership_view(session, finding.network_id, finding.node_id)
         changed = portal_change(finding, current, now)

@@ -186,7 +186,7 @@ def _refuse(job: Job, result: StageResult, report: NetworkReport, refusal: str) 
     if job.mode.is_read_only:
         return
     report.outcomes.extend(outcomes)
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         for outcome in outcomes:
             job.recorder.record(session, STAGE, outcome.finding, outcome)
         session.commit()
@@ -208,7 +208,7 @@ def _apply_network(job: Job, result: StageResult, report: NetworkReport, plans: 
 
 def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy: DriftPolicy) -> Outcome:
     finding = plan.finding
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         now = job.now()
         current = portal_state.membership_view(session, finding.network_id, finding.node_id)
         still_open: set[int] = set()
@@ -317,7 +317,7 @@ def _count(job: Job, result: StageResult, plan: _PlannedExpiry, outcome: Outcome
 
 
 def _record_findings(job: Job, report: NetworkReport) -> None:
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         for finding in report.findings:
             job.recorder.record(session, STAGE, finding, None)
         session.commit()

@@ -41,6 +41,7 @@ from ztctl.portal.db import (
     WriteAccess,
     create_portal_engine,
     ensure_schema,
+    session_factory,
     write_session_factory,
 )
 from ztctl.portal.lock import RunLock, acquire_run_lock
@@ -138,7 +139,9 @@ class Job:
     settings: Settings
     db_engine: Engine
     sessions: sessionmaker[Session]
-    """In an apply run on SQLite, each session's transaction takes the write lock as it begins."""
+    """Sessions for reading; on SQLite their transactions never wait for another writer."""
+    write_sessions: sessionmaker[Session]
+    """Sessions that write: in an apply run on SQLite each takes the write lock as its transaction begins."""
     recorder: RunRecorder
     controller: ControllerClient | None = None
     controller_status: ControllerStatus | None = None
@@ -261,11 +264,12 @@ def open_job(
         mode=mode,
         settings=settings,
         db_engine=db_engine,
-        # The connection check and the schema check above and below run
-        # before the run lock is taken, on plain DEFERRED transactions, so a
-        # second run reaches the lock (and exits 6) instead of waiting for
-        # SQLite's write lock. Everything after the lock takes it at once.
-        sessions=write_session_factory(db_engine),
+        # Reads, including the checks made before the run lock is taken, use
+        # DEFERRED transactions, so a second run reaches the lock (and exits
+        # 6) instead of waiting for SQLite's write lock, and the network
+        # workers of one run read side by side.
+        sessions=session_factory(db_engine),
+        write_sessions=write_session_factory(db_engine),
         recorder=RunRecorder(write_session_factory(db_engine), mode, command),
         clock=clock,
         force=force,

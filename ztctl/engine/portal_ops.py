@@ -73,7 +73,7 @@ def load_portal_file(
     document = parse_portal_text(text, source=str(path))
     job = open_job(loaded, command="portal load", mode=mode, needs_controller=False, wait=wait, create_database=True)
     try:
-        with job.sessions() as session:
+        with job.write_sessions() as session:
             now = job.now()
             plan = plan_load(session, document, now=now)
             _refuse_unmanaging_everything(session, plan, path, force=force)

@@ -400,6 +400,12 @@ def _write_network_row(
         row.members_read_at = now
 
 
+def network_row_is_stale(session: Session, network_id: str, now: datetime, refresh_after: timedelta) -> bool:
+    """Tell whether the network's cache row is missing or its full-read time is due to be renewed."""
+    read_at = members_read_at(session, network_id)
+    return read_at is None or now - read_at >= refresh_after
+
+
 def members_read_at(session: Session, network_id: str) -> datetime | None:
     """Return when the network's members were last read in full, or None if never."""
     row = session.get(ControllerNetworkCache, network_id)
@@ -438,6 +444,14 @@ def _count_members(session: Session, network_id: str, change: int, now: datetime
     if row is not None:
         row.member_count += change
         row.synced_at = now
+
+
+def unknown_flags(session: Session, network_id: str) -> set[str]:
+    """Return the cached members of a network that are flagged as unknown."""
+    statement = select(ControllerMemberCache.node_id).where(
+        ControllerMemberCache.network_id == network_id, ControllerMemberCache.unknown_since.is_not(None)
+    )
+    return set(session.scalars(statement))
 
 
 def flag_unknown_members(session: Session, network_id: str, unknown_nodes: set[str], now: datetime) -> set[str]:

@@ -125,7 +125,7 @@ def _record_refusal(job: Job, stage: str, report: NetworkReport) -> None:
     refusal = f"refused: {report.refusal}; run with --force to apply"
     outcomes = [Outcome(f, OutcomeStatus.REFUSED, refusal) for f in report.findings if f.action is not None]
     report.outcomes.extend(outcomes)
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         for outcome in outcomes:
             job.recorder.record(session, stage, outcome.finding, outcome)
         session.commit()
@@ -135,7 +135,7 @@ def _record_findings(job: Job, stage: str, report: NetworkReport) -> None:
     """Record every finding in the audit log, as an audit run does instead of applying them."""
     if not job.recorder.enabled or not report.findings:
         return
-    with job.sessions() as session:
+    with job.write_sessions() as session:
         for finding in report.findings:
             job.recorder.record(session, stage, finding, None)
         session.commit()
@@ -144,6 +144,10 @@ def _record_findings(job: Job, stage: str, report: NetworkReport) -> None:
 def _flag_unknown(job: Job, report: NetworkReport) -> None:
     unknown = {f.node_id: f for f in report.findings if f.kind is DriftKind.UNKNOWN}
     with job.sessions() as session:
+        flagged = portal_state.unknown_flags(session, report.network_id)
+    if flagged == set(unknown):
+        return
+    with job.write_sessions() as session:
         newly_flagged = portal_state.flag_unknown_members(session, report.network_id, set(unknown), job.now())
         session.commit()
     # Log once, when a member is first seen unknown, so that cron mail does

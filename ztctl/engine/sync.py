@@ -175,15 +175,22 @@ def _foreign_network(job: Job, network_id: str) -> str | None:
 def _write_cache(job: Job, snapshot: NetworkSnapshot, *, dry_run: bool) -> int:
     """Write (or in a read-only run, only count) the network's cache changes; return how many rows."""
     assert snapshot.network is not None
+    # Restarting the cache's age at half its maximum keeps a full read in
+    # time while an unchanged network's row is rewritten only now and then.
+    refresh_after = job.settings.controller.cache_max_age / 2
+    members = list(snapshot.members)
+    now = job.now()
+    # Count first in a read transaction, and take SQLite's write lock only
+    # for a network that has something to write: most have nothing.
     with job.sessions() as session:
-        # Restarting the cache's age at half its maximum keeps a full read in
-        # time while an unchanged network's row is rewritten only now and then.
-        changes = portal_state.write_network_cache(
-            session, snapshot.network, list(snapshot.members), job.now(),
-            dry_run=dry_run, read_in_full=snapshot.read_in_full,
-            refresh_after=job.settings.controller.cache_max_age / 2,
-        )
-        if not dry_run:
+        changes = portal_state.write_network_cache(session, snapshot.network, members, now, dry_run=True)
+        stale = snapshot.read_in_full and portal_state.network_row_is_stale(session, snapshot.network_id, now, refresh_after)
+    if not dry_run and (changes.total or stale):
+        with job.write_sessions() as session:
+            changes = portal_state.write_network_cache(
+                session, snapshot.network, members, now,
+                read_in_full=snapshot.read_in_full, refresh_after=refresh_after,
+            )
             session.commit()
     if changes.total:
         log.debug(
