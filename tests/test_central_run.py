@@ -75,3 +75,22 @@ def test_diff_shows_last_seen_without_acting_on_it(tmp_path):
         assert authorization(emulator, ENGINEERING)["c3d4e5f6a7"] is True
     finally:
         emulator.stop()
+
+
+def test_run_reports_requests_used(tmp_path):
+    emulator = CentralEmulator(token="central-test-token", rate_limit=None).start()
+    try:
+        seed_drift_controller(emulator)
+        space = Workspace(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", emulator)
+        space.env["ZTCTL_CONTROLLER_TOKEN"] = "central-test-token"
+        space.load(drift_portal(datetime.now(UTC)))
+        emulator.clear_requests()
+
+        code, document = space.run_json("reconcile")
+
+        assert code == ExitCode.OK
+        assert document["requests"]["total"] == len(emulator.requests)
+        assert document["requests"]["retries"] == 0
+        assert sum(document["requests"]["by_kind"].values()) == document["requests"]["total"]
+    finally:
+        emulator.stop()

@@ -43,6 +43,7 @@ def run_document(result: RunResult, exit_code: int) -> dict[str, Any]:
     document = base_document(result.command, str(result.mode), exit_code)
     document["run_id"] = result.run_id
     document["counts"] = result.counts.to_dict()
+    document["requests"] = result.requests
     document["previous_failures"] = result.previous_failures
     document["stages"] = [stage.to_dict() for stage in result.stages]
     return document

@@ -69,6 +69,9 @@ def run_engine_command(
         with progress_display(job, options):
             result = action(job)
         result.run_id = job.recorder.run_id
+        if job.controller is not None:
+            stats = job.controller.stats
+            result.requests = {"total": stats.total, "retries": stats.retries, "by_kind": dict(stats.by_kind)}
         code = exit_code_for(result)
         job.finish(result, code)
         _write_files(options, job, result, command=command, mode=run_mode, code=code, started=started)
@@ -172,6 +175,9 @@ def _last_success(options: CliOptions, job: Job | None, command: str) -> datetim
 
 def render_result(options: CliOptions, result: RunResult, code: int, *, plan_shown: bool = False) -> None:
     log.info("%s: %s", result.command, summary_line(result))
+    if result.requests:
+        log.info("%s: %d request(s) to the controller, %d of them retries", result.command,
+                 result.requests["total"], result.requests["retries"])
     if options.is_json:
         jsonout.emit(jsonout.run_document(result, code))
         return

@@ -244,6 +244,8 @@ class RunResult:
     mode: Mode
     stages: list[StageResult] = field(default_factory=list)
     run_id: int | None = None
+    requests: dict[str, Any] = field(default_factory=dict)
+    """Requests the run sent to the controller: ``total``, ``retries`` and ``by_kind``."""
     previous_failures: list[dict[str, Any]] = field(default_factory=list)
     """Failed and refused actions of the last finished apply run, shown before this run's results."""
 

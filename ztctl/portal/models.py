@@ -32,8 +32,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-MEMBERSHIP_STATES = ("active", "inactive")
-
 # Stable constraint names, so that Alembic migrations can refer to them on
 # both SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -96,10 +94,6 @@ class Network(Base):
     """Set when the network left the portal; ztctl no longer touches it."""
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="network")
-
-    @property
-    def is_managed(self) -> bool:
-        return self.removed_at is None
 
 
 class Membership(Base):
