@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import httpx
 
 from ztctl.controller.base import (
-    ControllerClient,
     ControllerMember,
     ControllerNetwork,
     ControllerStatus,
 )
+from ztctl.controller.conditional import ConditionalWriteClient
 from ztctl.controller.http import ErrorHints, HttpSession
 from ztctl.controller.http_client import build_http_client, check_base_url
 from ztctl.controller.zerotier_one_api import ZeroTierOneApi, member_path
@@ -33,7 +33,7 @@ from ztctl.controller.zerotier_one_records import (
 from ztctl.errors import (
     ControllerResponseError,
     ControllerUnreachable,
-    MemberChanged,
+    MemberNotFound,
     NotAController,
 )
 
@@ -57,7 +57,7 @@ NO_CONTROLLER_HINT = (
 )
 
 
-class ZeroTierOneClient(ControllerClient):
+class ZeroTierOneClient(ConditionalWriteClient):
     """A connection to the controller API of one zerotier-one node, authenticated with ``X-ZT1-Auth``.
 
     ``concurrency`` bounds the member GETs in flight when the bulk member list is missing, and
@@ -288,132 +288,30 @@ class ZeroTierOneClient(ControllerClient):
                 raise
         return members
 
-    # Writes: each attempt re-reads the member, and run_with_retries repeats the whole attempt.
+    # The requests behind the conditional writes of ConditionalWriteClient.
 
-    def authorize_member(
-        self,
-        network_id: str,
-        node_id: str,
-        *,
-        expected_revision: int | None = None,
-        create: bool = False,
-        name: str | None = None,
-    ) -> ControllerMember:
-        """Set ``authorized`` to true; ``name`` is sent only with ``create=True`` (stored from 1.14.0)."""
-        network_id = normalize_network_id(network_id)
-        node_id = normalize_node_id(node_id)
-        attempts = _WriteAttempts()
-        if create:
-            return self.http.run_with_retries(
-                lambda _first: self._create_authorized(network_id, node_id, name, attempts)
-            )
-        return self.http.run_with_retries(
-            lambda _first: self._set_authorized(network_id, node_id, True, expected_revision, attempts)
-        )
+    def _read_member_once(self, network_id: str, node_id: str) -> ControllerMember | None:
+        return self.api.read_member(network_id, node_id, retry=False)
 
-    def deauthorize_member(
-        self, network_id: str, node_id: str, *, expected_revision: int | None = None
-    ) -> ControllerMember:
-        network_id = normalize_network_id(network_id)
-        node_id = normalize_node_id(node_id)
-        attempts = _WriteAttempts()
-        return self.http.run_with_retries(
-            lambda _first: self._set_authorized(network_id, node_id, False, expected_revision, attempts)
-        )
+    def _post_authorized_once(self, network_id: str, node_id: str, authorized: bool) -> ControllerMember:
+        kind = "authorize" if authorized else "deauthorize"
+        return self.api.post_member(network_id, node_id, {"authorized": authorized}, kind=kind)
 
-    def delete_member(
-        self, network_id: str, node_id: str, *, expected_revision: int | None = None
-    ) -> ControllerMember:
-        network_id = normalize_network_id(network_id)
-        node_id = normalize_node_id(node_id)
-        attempts = _WriteAttempts()
+    def _post_new_member_once(self, network_id: str, node_id: str, name: str | None) -> ControllerMember:
+        body: dict[str, object] = {"authorized": True}
+        if name:
+            body["name"] = name
+        return self.api.post_member(network_id, node_id, body, kind="authorize")
 
-        def attempt(_first: bool) -> ControllerMember:
-            current = self.api.read_member(network_id, node_id, retry=False)
-            if current is None and attempts.last_read is not None:
-                # An earlier attempt sent the DELETE before its connection broke, and it took effect.
-                return attempts.last_read
-            current = self._require_member(current, network_id, node_id, "deleted")
-            if not attempts.sent:
-                self._check_revision(current, expected_revision, "deleted")
-            attempts.last_read = current
-            attempts.sent = True
-            return self.api.delete_member(current)
-
-        return self.http.run_with_retries(attempt)
-
-    def _set_authorized(
-        self,
-        network_id: str,
-        node_id: str,
-        authorized: bool,
-        expected_revision: int | None,
-        attempts: _WriteAttempts,
-    ) -> ControllerMember:
-        action = "authorize" if authorized else "deauthorize"
-        current = self.api.read_member(network_id, node_id, retry=False)
-        current = self._require_member(current, network_id, node_id, f"{action}d")
-        # Until a POST has gone out, every attempt checks the revision. After
-        # one, this client's own POST may have landed before the connection
-        # broke and moved the revision, so the member's state decides instead.
-        if not attempts.sent:
-            self._check_revision(current, expected_revision, f"{action}d")
-        if current.authorized is authorized:
-            return current
-        attempts.sent = True
-        return self.api.post_member(network_id, node_id, {"authorized": authorized}, kind=action)
-
-    def _create_authorized(
-        self, network_id: str, node_id: str, name: str | None, attempts: _WriteAttempts
-    ) -> ControllerMember:
-        current = self.api.read_member(network_id, node_id, retry=False)
-        if current is not None:
-            if attempts.sent and current.authorized:
-                # This client's POST from an earlier attempt created it.
-                return current
-            raise MemberChanged(
-                f"member {node_id} of network {network_id} already exists (revision {current.revision}), "
-                "so it was not created",
-                network_id=network_id,
-                node_id=node_id,
-                hint="Run again to plan from the controller's current state.",
-            )
-
+    def _before_create(self, network_id: str) -> None:
         # Before 1.14.0 a POST under a missing network stores a member of no
         # network, so check first; from 1.14.0 that POST gets a 404 instead.
         if self.has_bulk_list is not True:
             self.api.read_network(network_id, retry=False)
-        body: dict[str, object] = {"authorized": True}
-        if name:
-            body["name"] = name
-        attempts.sent = True
-        return self.api.post_member(network_id, node_id, body, kind="authorize")
 
-    def _require_member(
-        self, member: ControllerMember | None, network_id: str, node_id: str, not_done: str
-    ) -> ControllerMember:
-        if member is None:
-            detail = f"GET {member_path(network_id, node_id)} returned HTTP 404"
-            raise self.api.member_not_found(network_id, node_id, not_done, detail)
-        return member
+    def _delete_once(self, member: ControllerMember) -> ControllerMember:
+        return self.api.delete_member(member)
 
-    @staticmethod
-    def _check_revision(member: ControllerMember, expected_revision: int | None, not_done: str) -> None:
-        if expected_revision is None or member.revision == expected_revision:
-            return
-        raise MemberChanged(
-            f"member {member.node_id} of network {member.network_id} is at revision {member.revision}, "
-            f"not the expected {expected_revision}, so it was not {not_done}",
-            network_id=member.network_id,
-            node_id=member.node_id,
-            hint="The member changed after the plan was made; run again to plan from its current state.",
-        )
-
-
-class _WriteAttempts:
-    """What the earlier attempts of one conditional write did, for the attempt that retries it."""
-
-    def __init__(self) -> None:
-        self.sent = False
-        """Whether a POST or DELETE went out, so it may have changed the member already."""
-        self.last_read: ControllerMember | None = None
+    def _member_not_found(self, network_id: str, node_id: str, not_done: str) -> MemberNotFound:
+        detail = f"GET {member_path(network_id, node_id)} returned HTTP 404"
+        return self.api.member_not_found(network_id, node_id, not_done, detail)
