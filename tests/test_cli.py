@@ -53,6 +53,40 @@ def test_bad_output_choice_is_usage_error(workspace):
     assert result.exit_code == ExitCode.USAGE
 
 
+@pytest.mark.parametrize(
+    ("arguments", "flag"),
+    [
+        (("--report", "report.json", "check"), "--report"),
+        (("--metrics-file", "ztctl.prom", "history"), "--metrics-file"),
+        (("--dry-run", "demo"), "--dry-run"),
+        (("--force", "portal", "dump"), "--force"),
+    ],
+)
+def test_option_before_command_that_does_not_take_it_is_usage_error(workspace, arguments, flag):
+    result = workspace.run(*arguments)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"does not take {flag}" in result.stderr
+    assert not (workspace.root / arguments[1]).exists()
+
+
+def test_progress_bar_stops_while_question_is_asked(monkeypatch):
+    from types import SimpleNamespace
+
+    from ztctl.cli import runner
+    from ztctl.cli.options import CliOptions
+
+    monkeypatch.setattr(runner.sys.stderr, "isatty", lambda: True)
+    job = SimpleNamespace(progress=None)
+    with runner.progress_display(job, CliOptions()):
+        progress = runner._live_progress.get()
+        assert progress is not None and progress.live.is_started
+        with runner.progress_paused():
+            assert not progress.live.is_started
+        assert progress.live.is_started
+    assert runner._live_progress.get() is None
+
+
 def test_invalid_config_exits_3(workspace):
     workspace.config.write_text("controller:\n  timeout: soon\n", encoding="utf-8")
     result = workspace.run("reconcile")
@@ -205,3 +239,54 @@ def test_demo_shows_drift_and_converges():
     assert "0 member(s) to change" in after
     assert "active-not-authorized" not in after
     assert "the controller now matches the portal" in after
+
+
+def test_demo_keep_serves_until_interrupted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from ztctl.cli.app import app
+
+    keep = tmp_path / "demo"
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("ZTCTL_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ztctl", "demo", "--keep", str(keep)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        assert any(f"export ZTCTL_CONFIG={keep / 'ztctl.yaml'}" in line for line in lines), "".join(lines)
+        checked = CliRunner().invoke(
+            app, ["--output", "json", "check"],
+            env={"ZTCTL_CONFIG": str(keep / "ztctl.yaml"), "ZTCTL_CONTROLLER_TOKEN": "", "ZTCTL_DATABASE_URL": ""},
+        )
+        assert checked.exit_code == ExitCode.OK, checked.output
+        assert {row["status"] for row in json.loads(checked.stdout)["checks"]} == {"ok"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == ExitCode.OK, process.stderr.read()
+    assert (keep / "portal.db").exists()
+    assert (keep / "authtoken.secret").stat().st_mode & 0o077 == 0
+
+
+def test_demo_keep_refuses_directory_in_use(tmp_path):
+    from typer.testing import CliRunner
+
+    from ztctl.cli.app import app
+
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    result = CliRunner().invoke(app, ["demo", "--keep", str(tmp_path)])
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "not an empty directory" in result.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]

@@ -177,17 +177,27 @@ def test_overlapping_runs_one_acts(workspace):
     second = start(workspace, "--output", "json", "reconcile")
     results = [finish(first), finish(second)]
 
+    # On a loaded machine the first run can finish before the second starts;
+    # the second then finds nothing to do, which still leaves one run acting.
+    # test_run_during_write_stops_at_lock makes the overlap certain.
     codes = sorted(result.returncode for result in results)
-    assert codes == [ExitCode.OK, ExitCode.LOCK_HELD], [result.stderr for result in results]
-    winner = next(result for result in results if result.returncode == ExitCode.OK)
-    loser = next(result for result in results if result.returncode == ExitCode.LOCK_HELD)
+    assert codes in ([ExitCode.OK, ExitCode.LOCK_HELD], [ExitCode.OK, ExitCode.OK]), [r.stderr for r in results]
+    acted = [r for r in results if r.returncode == ExitCode.OK and r.document["counts"]["authorized"]]
+    assert len(acted) == 1, [r.document for r in results]
+    winner = acted[0]
+    loser = next(result for result in results if result is not winner)
 
-    assert "another ztctl run holds the lock" in loser.stderr_text
-    assert "ztctl reconcile on" in loser.stderr_text
-    assert f"pid {winner.pid}" in loser.stderr_text
-    assert loser.document["exit_code"] == ExitCode.LOCK_HELD
-    assert loser.document["error"]["type"] == "LockHeld"
-    assert f"pid {winner.pid}" in loser.document["error"]["message"]
+    if loser.returncode == ExitCode.LOCK_HELD:
+        assert "another ztctl run holds the lock" in loser.stderr_text
+        assert "ztctl reconcile on" in loser.stderr_text
+        assert f"pid {winner.pid}" in loser.stderr_text
+        assert loser.document["error"]["type"] == "LockHeld"
+        assert f"pid {winner.pid}" in loser.document["error"]["message"]
+        # Only the run that held the lock is recorded.
+        assert [row[0] for row in run_rows(workspace)] == [winner.pid]
+    else:
+        actions = ("expired_activations", "authorized", "deauthorized", "deleted_memberships")
+        assert [loser.document["counts"][key] for key in actions] == [0, 0, 0, 0], loser.document["counts"]
 
     counts = winner.document["counts"]
     assert counts["expired_activations"] == 1
@@ -196,8 +206,6 @@ def test_overlapping_runs_one_acts(workspace):
     assert counts["errors"] == 0
     assert write_counts(emulator) == EXPECTED_WRITES
     assert authorization(emulator, ENGINEERING) == EXPECTED_AFTER
-    # Only the run that held the lock is recorded.
-    assert [row[0] for row in run_rows(workspace)] == [winner.pid]
 
 
 def test_run_during_write_stops_at_lock(workspace):

@@ -142,6 +142,21 @@ def test_protected_nodes_lower_cased_and_checked(no_discovery):
     assert "'abc'" in str(caught.value)
 
 
+def test_ids_that_yaml_reads_as_numbers_need_quotes(no_discovery):
+    path = write(
+        no_discovery / "numbers.yaml",
+        "policies:\n  protected_nodes: [0000000001, 1234567890]\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert "policies.protected_nodes" in message
+    assert "read by YAML as numbers" in message
+    assert "put each ID in quotes" in message
+    quoted = write(no_discovery / "quoted.yaml", "policies:\n  protected_nodes: ['0000000001', 1234567890]\n")
+    assert load_settings(quoted, environ={}).settings.policies.protected_nodes == ("0000000001", "1234567890")
+
+
 def test_per_network_unknown_policy(no_discovery):
     path = write(
         no_discovery / "n.yaml",

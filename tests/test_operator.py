@@ -84,6 +84,23 @@ def test_history_invalid_since(reconciled):
     assert "'yesterday'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--outcome", "fail", "expected one of applied, skipped, failed, refused, found"),
+        ("--action", "deauthorise", "expected one of authorize, deauthorize"),
+        ("--node", "xyz", "expected 10 hex digits"),
+        ("--network", "12345", "expected 16 hex digits"),
+    ],
+)
+def test_history_rejects_filter_that_cannot_match(reconciled, option, value, expected):
+    result = reconciled.run("history", option, value)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"invalid {option} {value!r}" in result.stderr
+    assert expected in result.stderr
+
+
 # explain ----------------------------------------------------------------------------
 
 
@@ -131,6 +148,9 @@ def test_explain_with_controller_down(workspace):
     assert result.exit_code == ExitCode.CONTROLLER
     assert "unknown right now" in result.stdout
     assert "portal: inactive" in result.stdout
+    assert "controller: not read" in result.stdout
+    assert "controller: not present" not in result.stdout
+    assert "next run: unknown until the controller can be read" in result.stdout
 
 
 def test_explain_invalid_node(workspace):
@@ -180,6 +200,32 @@ def test_check_lock_held(reconciled):
     assert code == ExitCode.LOCK_HELD
     assert document["checks"][-1]["status"] == "failed"
     assert "a test holding the lock" in document["checks"][-1]["detail"]
+
+
+def test_check_missing_database_still_checks_controller(reconciled, tmp_path):
+    reconciled.env["ZTCTL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'missing.db'}"
+    code, document = reconciled.run_json("check")
+
+    statuses = {row["check"]: row["status"] for row in document["checks"]}
+    assert code == ExitCode.CONFIG
+    assert statuses == {
+        "config": "ok", "database": "failed", "controller": "ok", "token": "ok", "networks": "skipped",
+        "lock": "skipped",
+    }
+    assert document["error"]["message"].startswith("database: ")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_check_empty_portal(tmp_path, portal_url, emulator):
+    seed_drift_controller(emulator)
+    space = Workspace(tmp_path, portal_url, emulator)
+    space.load("networks: []\n")
+    code, document = space.run_json("check")
+
+    row = next(row for row in document["checks"] if row["check"] == "networks")
+    assert code == ExitCode.CONFIG
+    assert "the portal manages no network" in row["detail"]
+    assert "database.url" in row["detail"]
 
 
 def test_check_bad_config(reconciled):
@@ -248,12 +294,36 @@ def test_ack_stops_counting_drift_until_it_expires(reconciled):
     assert expired.has_pending
 
 
-def test_ack_does_not_change_what_a_run_does(workspace):
-    workspace.run("ack", ENGINEERING, "e5f6a7b8c9", "--until", "1d", "--reason", "accepted")
+def test_ack_holds_back_repair_until_it_ends(workspace):
+    for node in ("e5f6a7b8c9", "b2c3d4e5f6", "0badc0ffee"):
+        acked = workspace.run("ack", ENGINEERING, node, "--until", "1d", "--reason", "accepted")
+        assert acked.exit_code == ExitCode.OK, acked.output
     result = workspace.run("reconcile")
+    audit = workspace.run("--audit", "reconcile")
+    dry_run = workspace.run("--dry-run", "reconcile")
+    later = open_job(
+        workspace.load_settings(), command="reconcile", mode=Mode.DRY_RUN,
+        clock=lambda: datetime.now(UTC) + timedelta(days=2),
+    )
+    try:
+        after_ack = stages.reconcile(later)
+    finally:
+        later.close()
 
+    assert audit.exit_code == dry_run.exit_code == ExitCode.OK, (audit.output, dry_run.output)
     assert result.exit_code == ExitCode.OK, result.output
-    assert authorization(workspace.emulator, ENGINEERING)["e5f6a7b8c9"] is False
+    authorized_now = authorization(workspace.emulator, ENGINEERING)
+    assert authorized_now["e5f6a7b8c9"] is True, "an acknowledged difference is left as it is"
+    assert authorized_now["b2c3d4e5f6"] is False, "an activation still ends at its expiry"
+    planned = {(f.node_id, str(f.action)) for stage in after_ack.stages for f in stage.findings if f.action}
+    assert ("e5f6a7b8c9", "deauthorize") in planned
+
+
+def test_ack_refuses_network_not_managed(workspace):
+    result = workspace.run("ack", UNMANAGED, "9999999999", "--until", "1d", "--reason", "x")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"network {UNMANAGED} is not managed" in result.stderr
 
 
 def test_ack_until_in_past_rejected(workspace):

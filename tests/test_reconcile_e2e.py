@@ -168,7 +168,7 @@ def test_diff_apply_yes_repairs(workspace):
     state = authorization(workspace.emulator, ENGINEERING)
     assert state["c3d4e5f6a7"] is True
     assert state["e5f6a7b8c9"] is False
-    assert "2 authorized, 2 deauthorized" in result.stdout
+    assert result.stdout.count("2 authorized, 2 deauthorized") == 1, result.stdout
 
 
 def test_repair_then_unknown(workspace):

@@ -93,7 +93,8 @@ def test_mass_deauthorization_refused(fleet):
 
     assert result.exit_code == ExitCode.REFUSED, result.output
     assert "refused" in result.stdout
-    assert "would deauthorize 15 of 20" in result.stdout
+    assert result.stdout.count("would deauthorize 15 of 20") == 1, result.stdout
+    assert result.stderr.count("would deauthorize 15 of 20") == 1, result.stderr
     assert writes(fleet.emulator) == []
     assert all(authorization(fleet.emulator, FLEET).values())
 
@@ -295,6 +296,18 @@ def test_next_run_shows_last_failures(workspace):
     assert "left 1 failure(s)" in diff.stdout.splitlines()[0]
     assert document["previous_failures"][0]["node"] == "b2c3d4e5f6"
     assert document["previous_failures"][0]["outcome"] == "failed"
+
+
+def test_next_run_shows_network_that_failed(workspace):
+    workspace.emulator.delete_network(ENGINEERING)
+    failed = workspace.run("reconcile")
+    assert failed.exit_code == ExitCode.PARTIAL_FAILURE, failed.output
+
+    _, document = workspace.run_json("diff")
+
+    failures = document["previous_failures"]
+    assert {(f["network"], f["node"], f["outcome"]) for f in failures} == {(ENGINEERING, None, "failed")}
+    assert any("not on the controller" in f["detail"] for f in failures), failures
 
 
 def test_expire_keeps_membership_with_activation_to_come(tmp_path, portal_url, emulator):

@@ -67,7 +67,8 @@ FLAG_SETS = {
 OK, PENDING, USAGE = ExitCode.OK, ExitCode.CHANGES_PENDING, ExitCode.USAGE
 # Exit status of each command in a dry run, an audit, and the three apply runs.
 # `unknown` has nothing to apply under the report policy, `diff` without
-# --apply is a dry run, and `portal load` and `db upgrade` reject the modes they lack.
+# --apply is a dry run, and `portal load`, `portal dump` and `db upgrade` reject the
+# modes they lack.
 EXPECTED_CODES = {
     "reconcile": (PENDING, PENDING, OK),
     "expire": (PENDING, PENDING, OK),
@@ -77,7 +78,7 @@ EXPECTED_CODES = {
     "repair": (PENDING, PENDING, OK),
     "unknown": (OK, PENDING, OK),
     "portal-load": (OK, USAGE, OK),
-    "portal-dump": (OK, OK, OK),
+    "portal-dump": (USAGE, USAGE, OK),
     "db-upgrade": (USAGE, USAGE, OK),
 }
 

@@ -194,6 +194,16 @@ class ControllerSettings(_Section):
         return value.rstrip("/")
 
 
+def _reject_mangled_numbers(values: list[Any] | tuple[Any, ...], *, digits: int, what: str) -> None:
+    """Reject IDs that YAML read as numbers and lost digits of, such as 0000000001 (octal 1)."""
+    mangled = [value for value in values if isinstance(value, int | float) and len(str(value)) != digits]
+    if mangled:
+        raise ValueError(
+            f"{what} {', '.join(map(repr, mangled))} were read by YAML as numbers, losing digits; "
+            f"put each ID in quotes, such as '{'0' * (digits - 1)}1'"
+        )
+
+
 class UnknownMemberPolicy(_Section):
     action: Literal["report", "deauthorize", "delete"] = "report"
     """The action for a member that has no membership in the portal."""
@@ -230,6 +240,7 @@ class PolicySettings(_Section):
     def _normalise_nodes(cls, value: Any) -> Any:
         if not isinstance(value, list | tuple):
             return value
+        _reject_mangled_numbers(value, digits=10, what="node IDs")
         nodes = [str(node).lower() for node in value]
         bad = [node for node in nodes if not is_node_id(node)]
         if bad:
@@ -241,6 +252,7 @@ class PolicySettings(_Section):
     def _normalise_networks(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             return value
+        _reject_mangled_numbers(list(value), digits=16, what="network IDs")
         keys = {str(key).lower(): policy for key, policy in value.items()}
         bad = [key for key in keys if not is_network_id(key)]
         if bad:

@@ -120,3 +120,19 @@ def start_demo(workdir: Path, now: datetime) -> DemoSetup:
     )
     loaded = LoadedSettings(settings, None, {"token": token, "origin": "the demo"})
     return DemoSetup(emulator, loaded, portal_file)
+
+
+def write_demo_config(setup: DemoSetup, workdir: Path) -> Path:
+    """Write a config file and token file for the running demo, so that other commands can be tried on it."""
+    token_file = workdir / "authtoken.secret"
+    token_file.touch(mode=0o600)
+    token_file.write_text(setup.settings.token_layer["token"], encoding="utf-8")
+    config = workdir / "ztctl.yaml"
+    config.write_text(
+        "# Written by `ztctl demo --keep`; valid while that demo keeps its emulator running.\n"
+        f"database:\n  url: {setup.settings.settings.database.url}\n"
+        f"controller:\n  url: {setup.emulator.url}\n  token_file: {token_file}\n"
+        "policies:\n  unknown:\n    action: deauthorize\n    grace: 0s\n",
+        encoding="utf-8",
+    )
+    return config

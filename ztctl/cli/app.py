@@ -42,12 +42,13 @@ from ztctl.cli.render import render_plan, stdout_console
 from ztctl.cli.runner import (
     fail,
     load_settings_or_fail,
+    progress_paused,
     require_confirmation_possible,
     run_engine_command,
 )
 from ztctl.engine import Mode, RunResult, stages
 from ztctl.engine.portal_ops import dump_portal_text, load_portal_file, upgrade_database
-from ztctl.errors import ExitCode, ZtctlError
+from ztctl.errors import ExitCode, UsageError, ZtctlError
 from ztctl.redact import redact
 
 log = logging.getLogger("ztctl")
@@ -180,10 +181,11 @@ def diff(
     shown = {"plan": False}
 
     def confirm(run: RunResult) -> bool:
-        render_plan(stdout_console(), run)
-        shown["plan"] = True
-        pending = sum(1 for stage in run.stages for f in stage.findings if f.pending and f.action)
-        return typer.confirm(f"Apply {pending} change(s)?", default=False, err=True)
+        with progress_paused():
+            render_plan(stdout_console(), run)
+            shown["plan"] = True
+            pending = sum(1 for stage in run.stages for f in stage.findings if f.pending and f.action)
+            return typer.confirm(f"Apply {pending} change(s)?", default=False, err=True)
 
     asks = mode is Mode.APPLY and not yes and not options.is_json
     run_engine_command(
@@ -258,11 +260,28 @@ def db_upgrade(options: CliOptions) -> None:
 
 
 @command(app, options=("output", "verbose", "quiet", "log_format"))
-def demo(options: CliOptions) -> None:
+def demo(
+    options: CliOptions,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep", metavar="DIR",
+            help="Keep the portal in DIR, write a config file for it there, and keep the emulator running "
+            "until Ctrl-C, to try the other commands on the demo.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Run the whole job against the built-in controller emulator, with a sample portal."""
     from ztctl.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(options))
+    if keep is not None and options.is_json:
+        fail(options, "demo", UsageError("--keep cannot be used with --output json", hint="drop one of them"))
+    try:
+        code = run_demo(options, keep)
+    except ZtctlError as exc:
+        fail(options, "demo", exc)
+    raise typer.Exit(code)
 
 
 register_operator_commands(app)

@@ -132,6 +132,9 @@ def register(app: typer.Typer) -> None:
         code = report.exit_code
         if options.is_json:
             document = jsonout.base_document("check", "dry-run", code)
+            failed = next((row for row in report.rows if row.status == "failed"), None)
+            if failed is not None:
+                document["error"] = {"type": "CheckFailed", "message": f"{failed.name}: {failed.detail}", "hint": None}
             document["checks"] = [row.to_dict() for row in report.rows]
             jsonout.emit(document)
         else:
@@ -221,14 +224,15 @@ def _render_explanation(result: Explanation) -> None:
             )
     for label, member in (("cache", result.cached), ("controller", result.live)):
         if member is None:
-            console.print(f"{label}: not present")
+            if label == "controller" and result.live_error:
+                console.print(Text(f"controller: not read: {result.live_error}", style="red"))
+            else:
+                console.print(f"{label}: not present")
             continue
         state = "authorized" if member.authorized else "deauthorized"
         bridge = ", active bridge" if member.active_bridge else ""
         seen = f", last seen {member.last_seen_at:%Y-%m-%d %H:%M}Z" if member.last_seen_at else ""
         console.print(f"{label}: {state}{bridge}, revision {member.revision}{seen}")
-    if result.live_error:
-        console.print(Text(f"controller: not read: {result.live_error}", style="red"))
     if result.acknowledgement:
         ack_view = result.acknowledgement
         console.print(f"acknowledged until {ack_view.until:%Y-%m-%d %H:%M}Z by {ack_view.created_by}: {ack_view.reason}")
@@ -237,7 +241,11 @@ def _render_explanation(result: Explanation) -> None:
             f"  {entry.recorded_at:%Y-%m-%d %H:%M:%S}Z run #{entry.run_id} ({entry.command}, "
             f"{entry.user or '?'}@{entry.host}): {entry.action} {entry.outcome}: {entry.detail or entry.reason}"
         )
-    if not result.next_run:
+    if result.live_error:
+        console.print("next run: unknown until the controller can be read")
+    elif not result.managed:
+        console.print("next run: nothing, the network is not managed")
+    elif not result.next_run:
         console.print("next run: nothing to do")
     for finding in result.next_run:
         console.print(f"next run: {finding.action or 'no action'} ({finding.kind}): {finding.reason}")

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from pythonjsonlogger.json import JsonFormatter
+from typer._click import exceptions as click_exceptions
 
 from ztctl.engine.model import Mode
 from ztctl.errors import UsageError
@@ -184,7 +185,7 @@ def command(
         @functools.wraps(func)
         def wrapper(ctx: typer.Context, **values: Any) -> None:
             given = {name: values.pop(name) for name in options}
-            func(merge_options(ctx, **given), **values)
+            func(merge_options(ctx, accepted=options, **given), **values)
 
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
@@ -195,9 +196,19 @@ def command(
     return decorate
 
 
-def merge_options(ctx: typer.Context, **given: Any) -> CliOptions:
-    """Combine the options given before the command name with those given after it."""
+def merge_options(ctx: typer.Context, *, accepted: tuple[str, ...] = ALL_OPTIONS, **given: Any) -> CliOptions:
+    """Combine the options given before the command name with those given after it.
+
+    An option given before the name of a command that does not take it is an
+    error, as it is after the name: ``ztctl --report r.json check`` must not
+    quietly write no report.
+    """
     base = ctx.obj if isinstance(ctx.obj, CliOptions) else CliOptions()
+    defaults = CliOptions()
+    for name in ALL_OPTIONS:
+        if name not in accepted and getattr(base, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise click_exceptions.UsageError(f"`{ctx.command_path}` does not take {flag}", ctx)
     options = CliOptions(
         config=given.get("config") or base.config,
         dry_run=given.get("dry_run", False) or base.dry_run,

@@ -47,8 +47,8 @@ def stderr_console() -> Console:
     return Console(file=sys.stderr, highlight=False, width=_width(sys.stderr))
 
 
-def render_plan(console: Console, result: RunResult, *, dry_run: bool = False) -> None:
-    """Print each network's findings as a table, then a summary line; errors first.
+def render_plan(console: Console, result: RunResult, *, dry_run: bool = False, summary: bool = True) -> None:
+    """Print each network's findings as a table, then a summary line unless ``summary`` is False; errors first.
 
     ``dry_run`` says the operator asked for a dry run, which the summary then
     confirms; a plain ``diff`` is read-only without being one.
@@ -58,16 +58,20 @@ def render_plan(console: Console, result: RunResult, *, dry_run: bool = False) -
         for report in stage.networks:
             _render_network(console, stage, report)
     _render_sync(console, result)
-    console.print(summary_line(result, dry_run=dry_run), soft_wrap=True)
+    if summary:
+        console.print(summary_line(result, dry_run=dry_run), soft_wrap=True)
 
 
-def render_outcomes(console: Console, result: RunResult, *, errors: bool = True, always_summary: bool = False) -> None:
+def render_outcomes(
+    console: Console, result: RunResult, *, errors: bool = True, always_summary: bool = False, summary: bool = False
+) -> None:
     """Print what an apply run did; a run that did nothing prints nothing, so cron stays quiet.
 
     On a terminal each action is a table row; otherwise (cron mail, a log
     file) one summary line says what changed, and ``ztctl history`` has the
     details. ``errors=False`` leaves out the errors, for when the plan
-    printed them already.
+    printed them already; ``summary`` prints the summary line even when
+    nothing was done, for when the plan was printed without one.
     """
     if errors:
         _render_errors(console, result)
@@ -87,7 +91,7 @@ def render_outcomes(console: Console, result: RunResult, *, errors: bool = True,
                 outcome.detail or finding.reason,
             )
         console.print(table)
-    if rows or always_summary or result.has_errors or result.has_unapplied or result.has_refusals:
+    if rows or always_summary or summary or result.has_errors or result.has_unapplied or result.has_refusals:
         console.print(summary_line(result), soft_wrap=True)
 
 
@@ -162,13 +166,16 @@ def _render_previous_failures(console: Console, result: RunResult) -> None:
 
 def _render_errors(console: Console, result: RunResult) -> None:
     _render_previous_failures(console, result)
+    # A refusal holds for every stage of the run on its network; say it once.
+    refused: set[str] = set()
     for stage in result.stages:
         for message in stage.errors:
             console.print(Text(f"error: {message}", style="red"))
         for report in stage.networks:
             if report.error:
                 console.print(Text(f"error: network {report.network_id}: {report.error}", style="red"))
-            if report.refusal:
+            if report.refusal and report.network_id not in refused:
+                refused.add(report.network_id)
                 console.print(
                     Text(
                         f"refused: network {report.network_id}: {report.refusal}; nothing was changed on it "

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import NoReturn
 
@@ -45,6 +46,9 @@ from ztctl.redact import redact
 log = logging.getLogger(__name__)
 
 EngineCommand = Callable[[Job], RunResult]
+
+# The progress bar being drawn, if any, so that a question can stop it first.
+_live_progress: ContextVar[Progress | None] = ContextVar("live_progress", default=None)
 
 # Commands whose output is their plan, printed even when they also apply it.
 _PLAN_COMMANDS = ("diff", "unknown")
@@ -112,9 +116,27 @@ def progress_display(job: Job, options: CliOptions) -> Iterator[None]:
         progress.update(tasks[stage], completed=done, total=total)
 
     job.progress = update
-    with progress:
+    token = _live_progress.set(progress)
+    try:
+        with progress:
+            yield
+    finally:
+        _live_progress.reset(token)
+        job.progress = None
+
+
+@contextmanager
+def progress_paused() -> Iterator[None]:
+    """Stop the progress bar while a plan is printed and a question asked, so that it cannot draw over them."""
+    progress = _live_progress.get()
+    if progress is None:
         yield
-    job.progress = None
+        return
+    progress.stop()
+    try:
+        yield
+    finally:
+        progress.start()
 
 
 def _abandon(
@@ -183,10 +205,12 @@ def render_result(options: CliOptions, result: RunResult, code: int, *, plan_sho
         return
     console = stdout_console()
     show_plan = result.mode.is_read_only or result.command in _PLAN_COMMANDS
+    applied = not result.mode.is_read_only
     if show_plan and not plan_shown:
-        render_plan(console, result, dry_run=options.dry_run)
-    if not result.mode.is_read_only:
-        render_outcomes(console, result, errors=not show_plan)
+        # After an apply, the outcome's summary line stands for the plan's.
+        render_plan(console, result, dry_run=options.dry_run, summary=not applied)
+    if applied:
+        render_outcomes(console, result, errors=not show_plan, summary=show_plan and not plan_shown)
 
 
 def fail(options: CliOptions, command: str, error: ZtctlError, *, mode: Mode | None = None) -> NoReturn:

@@ -1,8 +1,11 @@
 """Acknowledged drift: an operator accepts a known difference until a time.
 
-An acknowledgement changes what ``diff`` and audits count as pending, so that
-a known, accepted difference does not fail a CI job. It never changes what a
-run does: a repair that a run would make is still made.
+An accepted difference is left as it is until the acknowledgement ends: no
+run repairs it, and ``diff`` and audits do not count it as pending. Holding
+back the repair as well as the count keeps the two in step, so that a green
+CI check never comes just before a run that changes the member after all.
+Activations still end at their expiry: an acknowledgement covers a
+difference, never the portal's own clock.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ztctl.controller.base import is_network_id, is_node_id
 from ztctl.engine.job import current_user, open_job
 from ztctl.engine.model import Finding, Mode
 from ztctl.errors import UsageError
-from ztctl.portal.models import Acknowledgement
+from ztctl.portal.models import Acknowledgement, Network
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ def acknowledge(
             raise UsageError(f"--until {until.isoformat()} has no time zone", hint="add Z for UTC")
         if until <= now:
             raise UsageError(f"--until {until.isoformat()} is not in the future")
+        with job.sessions() as session:
+            managed = session.get(Network, network_id)
+        if managed is None or managed.removed_at is not None:
+            raise UsageError(
+                f"network {network_id} is not managed in the portal, so no run would report a difference on it",
+                hint="check the network ID, or bring the network under management with ztctl adopt",
+            )
         view = AcknowledgementView(network_id, node_id, until, reason.strip(), current_user(), now)
         if mode is Mode.APPLY:
             with job.write_sessions() as session:
@@ -91,20 +101,23 @@ def active_acknowledgements(session: Session, network_id: str, now: datetime) ->
 
 
 def apply_acknowledgements(findings: list[Finding], acknowledgements: dict[str, AcknowledgementView]) -> list[Finding]:
-    """Mark acknowledged findings as not pending; their actions stay as planned."""
+    """Hold back the actions of acknowledged findings and mark them as not pending."""
     marked = []
     for finding in findings:
         acknowledgement = acknowledgements.get(finding.node_id)
         if acknowledgement is None or not finding.pending:
             marked.append(finding)
             continue
+        held = f"; {finding.action} held back" if finding.action is not None else ""
         marked.append(
             replace(
                 finding,
+                action=None,
                 pending=False,
+                revokes_access=False,
                 acknowledged_until=acknowledgement.until,
                 reason=f"{finding.reason} (acknowledged until {acknowledgement.until:%Y-%m-%d %H:%M}Z "
-                f"by {acknowledgement.created_by}: {acknowledgement.reason})",
+                f"by {acknowledgement.created_by}: {acknowledgement.reason}{held})",
             )
         )
     return marked

@@ -2,7 +2,8 @@
 
 Each check is one row with its result and, on failure, the reason and the
 exit status it stands for. Checks that depend on a failed one are skipped,
-and the command exits with the status of the first failure.
+the others still run, and the command exits with the status of the first
+failure.
 """
 
 from __future__ import annotations
@@ -73,17 +74,34 @@ def run_checks(config_path: Path | None) -> CheckReport:
         report.skipped("database", "controller", "token", "networks", "lock")
         return report
     report.ok("config", f"read from {loaded.path}" if loaded.path else "defaults and ZTCTL_* variables")
-    _check_database_and_rest(loaded, report)
+    # The controller does not depend on the database, so a first install
+    # learns of both problems in one go rather than one per attempt.
+    engine, managed = _check_database(loaded, report)
+    try:
+        connected = _check_controller(loaded, report)
+        if connected is None or managed is None:
+            report.skipped("networks")
+        else:
+            client, status = connected
+            with client:
+                _check_networks(client, status, managed, report)
+        if engine is None:
+            report.skipped("lock")
+        else:
+            _check_lock(engine, report)
+    finally:
+        if engine is not None:
+            engine.dispose()
     return report
 
 
-def _check_database_and_rest(loaded: LoadedSettings, report: CheckReport) -> None:
+def _check_database(loaded: LoadedSettings, report: CheckReport) -> tuple[Engine | None, list[str] | None]:
+    """Check the portal database; return its engine and managed networks, or None for what failed."""
     try:
         engine = create_portal_engine(loaded.settings.database.url, access=WriteAccess.NONE)
     except ZtctlError as exc:
         report.failed("database", exc)
-        report.skipped("controller", "token", "networks", "lock")
-        return
+        return None, None
     try:
         state = schema_state(engine)
         if not state.is_current:
@@ -93,23 +111,16 @@ def _check_database_and_rest(loaded: LoadedSettings, report: CheckReport) -> Non
                 f"needs {state.head_revision}; run `ztctl db upgrade`",
                 int(ExitCode.CONFIG),
             )
-            report.skipped("controller", "token", "networks", "lock")
-            return
-        report.ok("database", f"{display_url(engine)}, schema at revision {state.current_revision}")
+            engine.dispose()
+            return None, None
         with session_factory(engine)() as session:
             managed = [network.id for network in portal_state.managed_networks(session, [])]
-        connected = _check_controller(loaded, report)
-        if connected is None:
-            report.skipped("networks")
-        else:
-            client, status = connected
-            with client:
-                _check_networks(client, status, managed, report)
-        _check_lock(engine, report)
     except ZtctlError as exc:
         report.failed("database", exc)
-    finally:
         engine.dispose()
+        return None, None
+    report.ok("database", f"{display_url(engine)}, schema at revision {state.current_revision}")
+    return engine, managed
 
 
 def _check_controller(
@@ -144,7 +155,13 @@ def _check_networks(
     client: ControllerClient, status: ControllerStatus, managed: list[str], report: CheckReport
 ) -> None:
     if not managed:
-        report.failed("networks", "the portal manages no network; load one with `ztctl portal load`")
+        # Most often the database URL points at the wrong portal, hence a configuration status.
+        report.failed(
+            "networks",
+            "the portal manages no network: check that database.url points at the portal, "
+            "or load networks with `ztctl portal load` or `ztctl adopt`",
+            int(ExitCode.CONFIG),
+        )
         return
     try:
         on_controller = set(client.list_network_ids())

@@ -22,7 +22,11 @@ from ztctl.controller.base import (
 )
 from ztctl.controller.factory import build_controller
 from ztctl.engine import portal_state
-from ztctl.engine.ack import AcknowledgementView, active_acknowledgements
+from ztctl.engine.ack import (
+    AcknowledgementView,
+    active_acknowledgements,
+    apply_acknowledgements,
+)
 from ztctl.engine.drift import DriftPolicy, find_drift, find_unknown
 from ztctl.engine.expire import plan_expiry
 from ztctl.engine.history import HistoryEntry, HistoryFilter, query_history
@@ -52,6 +56,8 @@ class Explanation:
     recent: list[HistoryEntry] = field(default_factory=list)
     next_run: list[Finding] = field(default_factory=list)
     acknowledgement: AcknowledgementView | None = None
+    deleted_at: datetime | None = None
+    """When ztctl last deleted this member from the controller, if it ever did."""
 
     @property
     def verdict(self) -> str:
@@ -173,6 +179,7 @@ def _read_portal(session: Session, result: Explanation, now: datetime) -> None:
     wanted = HistoryFilter(network_id=result.network_id, node_id=result.node_id, limit=RECENT_ACTIONS)
     result.recent = query_history(session, wanted)
     result.acknowledgement = active_acknowledgements(session, result.network_id, now).get(result.node_id)
+    result.deleted_at = portal_state.deletions_by_node(session, result.network_id).get(result.node_id)
 
 
 def _read_live(loaded: LoadedSettings, result: Explanation) -> None:
@@ -197,5 +204,8 @@ def _plan_next_run(policies: PolicySettings, result: Explanation, now: datetime)
         # The expiry comes first in a run and leaves nothing for repair to do.
         result.next_run.append(plan_expiry(result.live_network, result.membership, result.live, policy, now))
         return
-    result.next_run.extend(find_drift(result.live_network, members, memberships, policy, now))
-    result.next_run.extend(find_unknown(result.live_network, members, memberships, policy, now))
+    deletions = {result.node_id: result.deleted_at} if result.deleted_at else {}
+    findings = find_drift(result.live_network, members, memberships, policy, now)
+    findings.extend(find_unknown(result.live_network, members, memberships, policy, now, deletions))
+    acknowledgements = {result.node_id: result.acknowledgement} if result.acknowledgement else {}
+    result.next_run.extend(apply_acknowledgements(findings, acknowledgements))

@@ -56,10 +56,12 @@ class RevocationGuard:
             return None
         if count.refusal is None:
             count.refusal = self._judge(count, findings, active_memberships)
-        if count.refusal is not None and self.force:
-            log.warning("network %s: %s; applying anyway because of --force", network_id, count.refusal)
-            return None
-        return count.refusal
+            # Logged when first made, not again by each later stage it holds for.
+            if count.refusal is not None and self.force:
+                log.warning("network %s: %s; applying anyway because of --force", network_id, count.refusal)
+            elif count.refusal is not None:
+                log.error("network %s: refused: %s; nothing was changed on it", network_id, count.refusal)
+        return None if self.force else count.refusal
 
     def record(self, network_id: str, finding: Finding) -> None:
         """Count an applied action against the network's budget."""

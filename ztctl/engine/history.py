@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ztctl.controller.base import is_network_id, is_node_id
+from ztctl.engine.model import ActionKind, OutcomeStatus
+from ztctl.errors import UsageError
 from ztctl.portal.models import AuditEntry, Run
+
+ACTIONS = (*(str(kind) for kind in ActionKind), "none")
+"""What an audit entry records as its action; ``none`` is a finding with no action, or a network that failed."""
+OUTCOMES = (*(str(status) for status in OutcomeStatus), "found")
+"""``found`` is a finding that a read-only run recorded instead of applying it."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,19 @@ class HistoryFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 200
+
+    def __post_init__(self) -> None:
+        # A filter that can match nothing would answer "nothing happened", which is worse than an error.
+        if self.network_id is not None and not is_network_id(self.network_id):
+            raise UsageError(f"invalid --network {self.network_id!r}: expected 16 hex digits")
+        if self.node_id is not None and not is_node_id(self.node_id):
+            raise UsageError(f"invalid --node {self.node_id!r}: expected 10 hex digits")
+        if self.action is not None and self.action not in ACTIONS:
+            raise UsageError(f"invalid --action {self.action!r}: expected one of {', '.join(ACTIONS)}")
+        if self.outcome is not None and self.outcome not in OUTCOMES:
+            raise UsageError(f"invalid --outcome {self.outcome!r}: expected one of {', '.join(OUTCOMES)}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise UsageError("--since is not before --until, so no entry can match")
 
 
 @dataclass(frozen=True)
@@ -133,9 +154,10 @@ def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict
             "at": entry.recorded_at,
             "network": entry.network_id,
             "node": entry.node_id,
-            "action": entry.action,
+            "action": None if entry.action == "none" else entry.action,
             "outcome": entry.outcome,
-            "detail": entry.detail,
+            # A network that failed as a whole has its error as the reason and no detail.
+            "detail": entry.detail or entry.reason,
         }
         for entry in entries
     ]

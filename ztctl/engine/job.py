@@ -112,6 +112,17 @@ class RunRecorder:
             )
         )
 
+    def record_network_error(self, session: Session, stage: str, network_id: str, error: str) -> None:
+        """Add an audit entry for a network that failed as a whole, so that the next run shows it first."""
+        if not self.enabled or self.run_id is None:
+            return
+        session.add(
+            AuditEntry(
+                run_id=self.run_id, stage=stage, network_id=network_id, node_id=None,
+                action="none", outcome="failed", reason=redact(error),
+            )
+        )
+
     def finish(self, exit_code: int, counts: dict[str, int], error: str | None = None) -> None:
         if not self.enabled or self.run_id is None:
             return

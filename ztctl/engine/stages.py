@@ -74,7 +74,6 @@ def plan_network(
     report.refusal = job.guard.review(network.id, actionable, active_memberships=active)
     if report.refusal is not None:
         report.counts.refused += len(actionable)
-        log.error("network %s: refused: %s; nothing was changed on it", network.id, report.refusal)
     return report
 
 
@@ -191,6 +190,21 @@ def _report_problems(job: Job, run: RunResult) -> None:
     job.problems.clear()
 
 
+def _record_network_errors(job: Job, run: RunResult) -> None:
+    """Put each network that failed as a whole in the audit log; its members' failures are there already."""
+    failed = [(stage.stage, report) for stage in run.stages for report in stage.networks if report.error is not None]
+    if not failed or not job.recorder.enabled:
+        return
+    try:
+        with job.write_sessions() as session:
+            for stage_name, report in failed:
+                job.recorder.record_network_error(session, stage_name, report.network_id, report.error or "")
+            session.commit()
+    except SQLAlchemyError as exc:
+        # The failures are still in the log, the output and the exit status.
+        log.error("could not record the failed networks in the audit log: %s", exc)
+
+
 def _command(name: str) -> Callable[[Callable[..., RunResult]], Callable[..., RunResult]]:
     """Wrap a command: carry over the last run's failures, report portal problems, translate database errors."""
 
@@ -209,6 +223,7 @@ def _command(name: str) -> Callable[[Callable[..., RunResult]], Callable[..., Ru
                     hint="check the database; the next run reads the controller again and converges",
                 ) from exc
             _report_problems(job, run)
+            _record_network_errors(job, run)
             return run
 
         return run_command
