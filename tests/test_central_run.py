@@ -94,3 +94,24 @@ def test_run_reports_requests_used(tmp_path):
         assert sum(document["requests"]["by_kind"].values()) == document["requests"]["total"]
     finally:
         emulator.stop()
+
+
+def test_check_fails_for_token_that_may_only_read(tmp_path):
+    emulator = CentralEmulator(token="central-test-token", rate_limit=None, read_only_token=True).start()
+    try:
+        seed_drift_controller(emulator)
+        space = Workspace(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", emulator)
+        space.env["ZTCTL_CONTROLLER_TOKEN"] = "central-test-token"
+        space.load(drift_portal(datetime.now(UTC)))
+
+        code, document = space.run_json("check")
+        emulator.token_can_write = True
+        allowed, _ = space.run_json("check")
+    finally:
+        emulator.stop()
+
+    row = next(row for row in document["checks"] if row["check"] == "networks")
+    assert code == ExitCode.CONTROLLER, document
+    assert "may read but not change" in row["detail"]
+    assert ENGINEERING in row["detail"]
+    assert allowed == ExitCode.OK

@@ -62,7 +62,7 @@ def test_bad_output_choice_is_usage_error(workspace):
         (("--force", "portal", "dump"), "--force"),
     ],
 )
-def test_option_before_command_that_does_not_take_it_is_usage_error(workspace, arguments, flag):
+def test_misplaced_global_option_rejected(workspace, arguments, flag):
     result = workspace.run(*arguments)
 
     assert result.exit_code == ExitCode.USAGE, result.output
@@ -290,3 +290,30 @@ def test_demo_keep_refuses_directory_in_use(tmp_path):
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "not an empty directory" in result.stderr
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_output_that_cannot_be_written_exits_5(workspace):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **workspace.environment()}
+    with open("/dev/full", "w", encoding="utf-8") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "ztctl", "--output", "json", "diff"],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60,
+        )
+
+    assert result.returncode == ExitCode.PARTIAL_FAILURE, result.stderr
+    assert "cannot write the output" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_report_path_rejected_early(workspace, tmp_path):
+    workspace.emulator.clear_requests()
+    result = workspace.run("--report", str(tmp_path / "missing" / "report.json"), "reconcile")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "directory" in result.stderr
+    assert "does not exist" in result.stderr
+    assert [r for r in workspace.emulator.requests if r.method != "GET"] == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import ztctl.redact
 from ztctl.config import (
     DEFAULT_TOKEN_FILE,
     load_settings,
@@ -14,6 +15,7 @@ from ztctl.config import (
     resolve_token,
 )
 from ztctl.errors import ConfigError, ExitCode
+from ztctl.redact import redact, register_secret
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -362,3 +364,113 @@ def test_central_rate_from_environment(no_discovery):
     ).settings
     assert settings.controller.rate == 4.5
     assert settings.controller.url == "http://127.0.0.1:8/api/v1"
+
+
+# URLs that urlsplit and SQLAlchemy read differently --------------------------
+
+
+def test_bracket_in_database_password_is_config_error(no_discovery):
+    url = "postgresql://postgres:se[cretpw@127.0.0.1/db"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ZTCTL_DATABASE_URL": url})
+    message = str(caught.value)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert "database.url = 'postgresql://postgres:***@127.0.0.1/db'" in message
+    assert "environment variable ZTCTL_DATABASE_URL" in message
+    assert "percent-encode special characters in the user name and password ([ as %5B" in message
+    assert "cretpw" not in message
+
+
+def test_bracket_error_names_config_file(no_discovery):
+    path = write(no_discovery / "c.yaml", "database:\n  url: postgresql://postgres:se[cretpw@127.0.0.1/db\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert f"database.url = 'postgresql://postgres:***@127.0.0.1/db' (config file {path})" in message
+    assert "cretpw" not in message
+
+
+def test_unclosed_ipv6_bracket_in_controller_url(no_discovery):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ZTCTL_CONTROLLER_URL": "http://[::1"})
+    message = str(caught.value)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert "controller.url" in message
+    assert "environment variable ZTCTL_CONTROLLER_URL" in message
+    assert "does not enclose an IPv6 address" in message
+    assert "put an IPv6 host in brackets, such as http://[::1]:9993" in message
+
+
+def test_at_sign_in_database_password_is_config_error(no_discovery):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ZTCTL_DATABASE_URL": "postgresql://postgres:se@cretpw@127.0.0.1/db"})
+    message = str(caught.value)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert "environment variable ZTCTL_DATABASE_URL" in message
+    assert "percent-encode each @ in them as %40" in message
+    assert "postgres:***@127.0.0.1/db" in message
+    assert "cretpw" not in message
+    assert ":se@" not in message
+
+
+@pytest.mark.parametrize("character", ["/", "?", "#"])
+def test_host_delimiter_in_database_password_is_config_error(no_discovery, character):
+    url = f"postgresql://postgres:pass{character}canary@127.0.0.1/db"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ZTCTL_DATABASE_URL": url})
+    message = str(caught.value)
+    assert "the URL is ambiguous, because an @ follows a /, ? or #" in message
+    assert "%2F, %3F, %23 and %40" in message
+    assert "canary" not in message
+    assert "pass" not in message.replace("password", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:se%40cret%5Bpw%2F@127.0.0.1/db",
+        "postgresql://postgres@[::1]:5432/db",
+        "postgresql://postgres:pw@127.0.0.1/db?sslmode=require",
+        "sqlite:////var/lib/ztctl/with@sign.db",
+    ],
+)
+def test_encoded_database_urls_accepted(no_discovery, url):
+    assert load_settings(environ={"ZTCTL_DATABASE_URL": url}).settings.database.url == url
+
+
+# Redaction -------------------------------------------------------------------
+
+
+@pytest.fixture
+def secrets_registry(monkeypatch):
+    """An empty registry of secrets, so that secrets registered by other tests do not interfere."""
+    monkeypatch.setattr(ztctl.redact, "_secrets", set())
+
+
+def test_redact_ignores_letter_case(secrets_registry):
+    register_secret("0123456789abcdefghijklmn")
+    assert redact("token 0123456789ABCDEFGHIJKLMN rejected") == "token *** rejected"
+    assert redact("token 0123456789AbCdEfGhIjKlMn rejected") == "token *** rejected"
+
+
+def test_redact_masks_short_secret_only_as_whole_word(secrets_registry):
+    register_secret("se")
+    assert redact("[Errno -2] Name or service not known") == "[Errno -2] Name or service not known"
+    assert redact("password SE rejected for postgres:se@127.0.0.1") == "password *** rejected for postgres:***@127.0.0.1"
+
+
+def test_redact_masks_one_character_secret(secrets_registry):
+    register_secret(".")
+    register_secret("x")
+    assert redact("127.0.0.1 x 4") == "127.0.0.1 *** 4"
+    assert redact("password '.' rejected") == "password '***' rejected"
+
+
+def test_redact_masks_four_characters_inside_words(secrets_registry):
+    register_secret("vice")
+    assert redact("Name or service not known") == "Name or ser*** not known"
+
+
+def test_database_password_in_url_is_registered(no_discovery, secrets_registry):
+    load_settings(environ={"ZTCTL_DATABASE_URL": "postgresql://postgres:se%5Bcretpw@127.0.0.1/db"})
+    assert redact("password se[cretpw or se%5Bcretpw") == "password *** or ***"

@@ -19,10 +19,16 @@ from db_fixtures import *  # noqa: F403
 from db_fixtures import PostgresServer
 from sqlalchemy.engine import make_url
 
-from ztctl.errors import DatabaseError, ExitCode, LockHeld
+from ztctl.errors import DatabaseError, ExitCode, LockHeld, UsageError
 from ztctl.portal import lock as lock_module
 from ztctl.portal.db import WriteAccess, create_portal_engine
-from ztctl.portal.lock import APPLICATION_NAME_MAX_BYTES, RunLock, acquire_run_lock
+from ztctl.portal.lock import (
+    APPLICATION_NAME_MAX_BYTES,
+    MAX_WAIT_S,
+    RunLock,
+    acquire_run_lock,
+    check_run_lock,
+)
 
 OWNER = "ztctl reconcile on host1 pid 4242"
 FAKE_PASSWORD = "fake-secret-pw-7731"
@@ -187,9 +193,19 @@ def test_ensure_held_after_release_is_error(engine):
         lock.ensure_held()
 
 
-def test_negative_wait_is_rejected(engine):
-    with pytest.raises(ValueError, match="wait"):
-        acquire_run_lock(engine, wait=-1, owner=OWNER)
+@pytest.mark.parametrize("wait", [-1, float("1e309"), float("-inf"), float("nan"), MAX_WAIT_S + 1])
+def test_wait_out_of_range_is_usage_error(engine, wait):
+    with pytest.raises(UsageError) as raised:
+        acquire_run_lock(engine, wait=wait, owner=OWNER)
+
+    assert raised.value.exit_code == ExitCode.USAGE
+    assert "is not a number of seconds from 0 to 86400" in str(raised.value)
+    assert str(raised.value).startswith("--wait ")
+
+
+def test_longest_wait_is_accepted(engine):
+    with acquire_run_lock(engine, wait=MAX_WAIT_S, owner=OWNER) as lock:
+        assert lock.holder == OWNER
 
 
 def test_killed_holder_frees_lock(portal_url, engine):
@@ -231,6 +247,65 @@ def test_lock_outlives_engine_dispose(portal_url, engine, held_lock):
         other_engine.dispose()
 
     assert OWNER in str(error)
+
+
+def test_check_finds_free_lock(engine):
+    check_run_lock(engine, owner="check")
+
+    with acquire_run_lock(engine, wait=None, owner=OWNER):
+        pass
+    check_run_lock(engine, owner="check")
+
+
+def test_check_finds_held_lock(engine, held_lock):
+    with pytest.raises(LockHeld) as raised:
+        check_run_lock(engine, owner="check")
+
+    assert raised.value.exit_code == ExitCode.LOCK_HELD
+    assert OWNER in str(raised.value)
+    held_lock.ensure_held()
+
+
+@only_sqlite
+def test_check_creates_no_lock_file(portal_url):
+    database_path = Path(make_url(portal_url).database or "")
+    read_only_engine = create_portal_engine(portal_url, access=WriteAccess.NONE)
+    try:
+        check_run_lock(read_only_engine, owner="dry run check")
+    finally:
+        read_only_engine.dispose()
+
+    assert not Path(f"{database_path}.lock").exists()
+    assert not Path(f"{database_path}.lock.owner").exists()
+
+
+@only_sqlite
+def test_check_unusable_lock_path_raises_database_error(portal_url, engine):
+    lock_path = Path(f"{make_url(portal_url).database}.lock")
+    lock_path.mkdir()
+
+    with pytest.raises(DatabaseError) as raised:
+        check_run_lock(engine, owner="check")
+
+    assert str(lock_path) in str(raised.value)
+    assert raised.value.exit_code == ExitCode.CONFIG
+
+
+@only_sqlite
+def test_sqlite_lock_is_shared_through_symlink(portal_url, engine, held_lock, tmp_path):
+    link = tmp_path / "elsewhere" / "link.db"
+    link.parent.mkdir()
+    link.symlink_to(make_url(portal_url).database or "")
+    linked_engine = create_portal_engine(f"sqlite:///{link}", access=WriteAccess.ALL)
+    try:
+        error = expect_lock_held(linked_engine)
+        with pytest.raises(LockHeld):
+            check_run_lock(linked_engine, owner="check")
+    finally:
+        linked_engine.dispose()
+
+    assert OWNER in str(error)
+    assert list(link.parent.iterdir()) == [link]
 
 
 @only_sqlite
@@ -382,6 +457,23 @@ def test_postgres_driver_error_hides_password():
 
     assert "authentication failed for password ***" in str(raised.value)
     assert FAKE_PASSWORD not in str(raised.value)
+
+
+def test_postgres_driver_error_hides_password_in_any_case():
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://ztctl:{FAKE_PASSWORD}@127.0.0.1:5432/portal")
+    with pytest.raises(DatabaseError) as raised, lock_module._postgres_errors(engine, "take the run lock on"):
+        raise psycopg.OperationalError(f"authentication failed for password {FAKE_PASSWORD.upper()}")
+
+    assert "authentication failed for password ***" in str(raised.value)
+    assert FAKE_PASSWORD.upper() not in str(raised.value)
+
+
+def test_postgres_driver_error_keeps_words_around_short_password():
+    engine = sqlalchemy.create_engine("postgresql+psycopg://ztctl:se@127.0.0.1:5432/portal")
+    with pytest.raises(DatabaseError) as raised, lock_module._postgres_errors(engine, "open the lock connection to"):
+        raise psycopg.OperationalError("Name or service not known; password se rejected")
+
+    assert "Name or service not known; password *** rejected" in str(raised.value)
 
 
 @pytest.mark.postgres

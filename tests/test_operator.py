@@ -153,6 +153,26 @@ def test_explain_with_controller_down(workspace):
     assert "next run: unknown until the controller can be read" in result.stdout
 
 
+def test_explain_network_missing_on_controller(workspace):
+    workspace.emulator.delete_network(ENGINEERING)
+    code, document = workspace.run_json("explain", ENGINEERING, "e5f6a7b8c9")
+    result = workspace.run("explain", ENGINEERING, "e5f6a7b8c9")
+
+    assert code == ExitCode.OK
+    assert document["network_missing"] is True
+    assert document["error"] is None
+    assert "no network with this ID" in document["verdict"]
+    assert "next run: an error for this network" in result.stdout
+
+
+def test_explain_controller_down_sets_json_error(workspace):
+    workspace.emulator.stop()
+    code, document = workspace.run_json("explain", ENGINEERING, "e5f6a7b8c9")
+
+    assert code == ExitCode.CONTROLLER
+    assert document["error"]["type"] == "ControllerError"
+
+
 def test_explain_invalid_node(workspace):
     result = workspace.run("explain", ENGINEERING, "xyz")
 
@@ -258,9 +278,19 @@ def test_adopt_then_reconcile_changes_nothing(workspace):
     assert adopted.exit_code == ExitCode.OK, adopted.output
     network = next(n for s in document["stages"] for n in s["networks"] if n["id"] == UNMANAGED)
     assert network["findings"] == []
-    assert again[1]["memberships"] == []
-    assert again[1]["kept"] == 2
+    assert again[0] == ExitCode.USAGE
     assert authorization(workspace.emulator, UNMANAGED) == {"9999999999": True, "8888888888": False}
+
+
+def test_adopt_refuses_managed_network(workspace):
+    before = workspace.table_rows()
+    result = workspace.run("adopt", ENGINEERING)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "already managed" in result.stderr
+    after = workspace.table_rows()
+    # Only the refused run itself is recorded.
+    assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
 
 
 def test_adopt_network_not_on_controller(workspace):
@@ -326,6 +356,44 @@ def test_ack_refuses_network_not_managed(workspace):
     assert f"network {UNMANAGED} is not managed" in result.stderr
 
 
+def test_ack_withdrawn_counts_drift_again(reconciled):
+    reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
+    quiet = reconciled.run("diff")
+    withdrawn = reconciled.run("ack", ENGINEERING, "0badc0ffee", "--withdraw", "--reason", "printer gone")
+    pending = reconciled.run("diff")
+
+    assert quiet.exit_code == ExitCode.OK, quiet.output
+    assert withdrawn.exit_code == ExitCode.OK, withdrawn.output
+    assert "withdrawn" in withdrawn.stdout
+    assert pending.exit_code == ExitCode.CHANGES_PENDING, pending.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (("--until", "400d", "--reason", "x"), "more than 366 days ahead"),
+        (("--until", "99999999d", "--reason", "x"), "invalid --until"),
+        (("--until", "9999-12-31T23:59:59-12:00", "--reason", "x"), "invalid --until"),
+        (("--until", "1d", "--reason", "bad\x1b[2Jreason"), "control characters"),
+        (("--reason", "x"), "give either --until or --withdraw"),
+    ],
+)
+def test_ack_rejects_bad_arguments(workspace, arguments, expected):
+    result = workspace.run("ack", ENGINEERING, "0badc0ffee", *arguments)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("since", ["99999999d", "9999-12-31T23:59:59-12:00"])
+def test_history_since_out_of_range_is_usage_error(reconciled, since):
+    result = reconciled.run("history", "--since", since)
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "invalid --since" in result.stderr
+
+
 def test_ack_until_in_past_rejected(workspace):
     result = workspace.run("ack", ENGINEERING, "0badc0ffee", "--until", "2020-01-01", "--reason", "x")
 
@@ -374,6 +442,28 @@ def test_metrics_file(workspace, tmp_path):
     assert "ztctl_last_success_timestamp_seconds" in text
     assert f'ztctl_unknown_members{{network="{ENGINEERING}"}} 2.0' in text
     assert "ztctl_overdue_revocations 0.0" in text
+    # What the run repaired is no longer drift; the authorized unknown member is.
+    assert f'ztctl_drift_members{{network="{ENGINEERING}"}} 1.0' in text
+
+
+def test_metrics_count_drift_per_member(workspace, tmp_path):
+    metrics = tmp_path / "ztctl.prom"
+    result = workspace.run("--dry-run", "--metrics-file", str(metrics), "reconcile")
+    text = metrics.read_text(encoding="utf-8")
+
+    assert result.exit_code == ExitCode.CHANGES_PENDING, result.output
+    # b2c3d4e5f6 has a finding in expire and in repair, and counts once.
+    assert f'ztctl_drift_members{{network="{ENGINEERING}"}} 5.0' in text
+
+
+def test_metrics_count_overdue_on_network_not_read(workspace, tmp_path):
+    metrics = tmp_path / "ztctl.prom"
+    workspace.emulator.delete_network(ENGINEERING)
+    result = workspace.run("--metrics-file", str(metrics), "reconcile")
+    text = metrics.read_text(encoding="utf-8")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "ztctl_overdue_revocations 1.0" in text
 
 
 def test_metrics_keep_last_success_after_failure(workspace, tmp_path):

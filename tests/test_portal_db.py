@@ -198,6 +198,39 @@ def test_postgres_unreachable() -> None:
     assert_password_hidden(raised.value, "s3cret-pw")
 
 
+def test_postgres_short_password_leaves_driver_words_alone() -> None:
+    url = f"postgresql://ztctl:se@127.0.0.1:{free_local_port()}/portal"
+    with pytest.raises(DatabaseError) as raised:
+        create_portal_engine(url, access=WriteAccess.ALL)
+    message = str(raised.value)
+    assert "ztctl:***@127.0.0.1" in message
+    assert 'connection to server at "127.0.0.1"' in message
+    assert "***rver" not in message
+
+
+def test_postgres_driver_text_scrubbed_in_any_case(postgres_server: PostgresServer) -> None:
+    # The database name is the password in lower case, so only a match that
+    # ignores case hides it in the driver's "database does not exist" message.
+    secret = "ztctl_test_hunter2hunter2"
+    url = postgres_server.url.set(password=secret.upper(), database=secret).render_as_string(hide_password=False)
+    with pytest.raises(DatabaseError) as raised:
+        create_portal_engine(url, access=WriteAccess.ALL)
+    driver_reason = str(raised.value).partition(": ")[2]
+    assert 'database "***" does not exist' in driver_reason
+    assert secret not in driver_reason
+
+
+def test_at_sign_in_password_rejected_before_connecting() -> None:
+    # SQLAlchemy ends the password at the first @, so the host would be "cretpw@127.0.0.1".
+    with pytest.raises(ConfigError) as raised:
+        create_portal_engine("postgresql://ztctl:se@cretpw@127.0.0.1/portal", access=WriteAccess.ALL)
+    assert type(raised.value) is ConfigError
+    assert "ztctl:***@127.0.0.1/portal" in str(raised.value)
+    assert "contains an @" in str(raised.value)
+    assert "%40" in (raised.value.hint or "")
+    assert "cretpw" not in str(raised.value)
+
+
 def test_postgres_authentication_failed(postgres_server: PostgresServer) -> None:
     url = postgres_server.url.set(username="ztctl_test_no_such_role", password="s3cret-pw")
     with pytest.raises(DatabaseError) as raised:

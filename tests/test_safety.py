@@ -239,6 +239,52 @@ def test_malformed_portal_row_skipped_and_reported(workspace):
     assert authorization(workspace.emulator, ENGINEERING) == EXPECTED_AFTER
 
 
+@pytest.fixture
+def sqlite_workspace(tmp_path, emulator):
+    """SQLite stores any text in a time column, which PostgreSQL would refuse."""
+    seed_drift_controller(emulator)
+    space = Workspace(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", emulator)
+    space.load(drift_portal(datetime.now(UTC)))
+    return space
+
+
+def membership_id(space: Workspace, node_id: str) -> int:
+    return space.sql("SELECT id FROM memberships WHERE node_id = :node", node=node_id)[0][0]
+
+
+def test_unreadable_time_stops_its_network_only(sqlite_workspace):
+    space = sqlite_workspace
+    space.sql(
+        "UPDATE activations SET expires_at = 'tomorrow' WHERE membership_id = :id", id=membership_id(space, "a1b2c3d4e5")
+    )
+
+    result = space.run("reconcile")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert result.stderr.count("'tomorrow'") == 1, result.stderr
+    assert "Traceback" not in result.output
+    state = authorization(space.emulator, ENGINEERING)
+    assert state["b2c3d4e5f6"] is False, "another member's expiry still happens"
+    assert state["e5f6a7b8c9"] is True, "no repair on a network whose portal rows cannot all be read"
+    assert [write for write in writes(space.emulator) if "b2c3d4e5f6" not in write] == []
+
+
+def test_unreadable_time_skips_its_membership_in_expiry(sqlite_workspace):
+    space = sqlite_workspace
+    bob = membership_id(space, "b2c3d4e5f6")
+    space.sql(
+        "INSERT INTO activations (membership_id, starts_at, expires_at, created_at) "
+        "VALUES (:id, '2026-12-01 00:00:00', 'soon', '2026-12-01 00:00:00')",
+        id=bob,
+    )
+
+    result = space.run("expire")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert f"membership {bob} skipped" in result.stdout + result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_upper_case_portal_node_id_read_as_lower_case(workspace):
     workspace.sql("UPDATE memberships SET node_id = 'E5F6A7B8C9' WHERE node_id = 'e5f6a7b8c9'")
 

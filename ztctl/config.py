@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import platformdirs
 import yaml
@@ -52,6 +53,7 @@ ENVIRONMENT_KEYS: dict[str, str] = {
     "ZTCTL_UNKNOWN_ACTION": "policies.unknown.action",
 }
 SECRET_KEYS = {"controller.token"}
+URL_KEYS = {"database.url", "controller.url"}
 
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
@@ -128,11 +130,51 @@ class DatabaseSettings(_Section):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in ("sqlite", "postgresql", "postgresql+psycopg"):
             raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
+        parts = _split_url(
+            value,
+            "percent-encode special characters in the user name and password ([ as %5B, ] as %5D), "
+            "and put an IPv6 host in brackets, such as postgresql://USER@[::1]:5432/DATABASE",
+        )
+        if scheme != "sqlite":
+            _check_user_info_split(value, parts.netloc)
         try:
-            urlsplit(value).port  # noqa: B018 - raises ValueError for a port that is not a number
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
             raise ValueError("the port must be a number from 1 to 65535") from None
         return value
+
+
+def _split_url(url: str, fix: str) -> SplitResult:
+    """Split ``url``, or raise ValueError with ``fix`` and without quoting the URL, which may contain a password."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise ValueError(
+            f"the URL cannot be parsed, because a [ or ] in it does not enclose an IPv6 address: {fix}"
+        ) from None
+
+
+def _check_user_info_split(url: str, netloc: str) -> None:
+    """Reject a database URL whose user name or password contains an unencoded @, /, ? or #.
+
+    SQLAlchemy, which opens the database, ends the password at its first @,
+    and urlsplit ends the host part at the first /, ? or #, so with one of
+    these characters in the password the two read different hosts. The host
+    that SQLAlchemy reads can contain a part of the password, which the driver
+    then quotes in its error messages.
+    """
+    after_scheme = url.partition("://")[2]
+    if netloc.count("@") > 1:
+        raise ValueError(
+            "the user name or password contains an @, so a part of the password would be read as the host: "
+            "percent-encode each @ in them as %40"
+        )
+    if after_scheme.count("@") > netloc.count("@"):
+        raise ValueError(
+            "the URL is ambiguous, because an @ follows a /, ? or #: "
+            "percent-encode /, ?, # and @ in the user name and password as %2F, %3F, %23 and %40, "
+            "and @ in the database name or query as %40"
+        )
 
 
 ZEROTIER_ONE_URL = "http://127.0.0.1:9993"
@@ -179,7 +221,7 @@ class ControllerSettings(_Section):
     def _check_url(cls, value: str) -> str:
         if not value:
             return value
-        parts = urlsplit(value)
+        parts = _split_url(value, "put an IPv6 host in brackets, such as http://[::1]:9993")
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
@@ -383,7 +425,7 @@ def load_settings(
     _check_sections(file_layer, path)
     env_layer = environment_layer(environ)
     merged = _deep_merge(file_layer, env_layer)
-    for key in ("database.url", "controller.url"):
+    for key in sorted(URL_KEYS):
         raw_url = _get_dotted(merged, key)
         if isinstance(raw_url, str):
             # Before validation, so that an error quoting an invalid URL hides the password too.
@@ -396,14 +438,33 @@ def load_settings(
 
 
 def _register_url_password(url: str) -> None:
-    parts = urlsplit(url)
-    try:
-        password = parts.password
-    except ValueError:
-        return
-    if password:
-        register_secret(password)
-        register_secret(unquote(password))
+    """Register the URL's password as urlsplit and as SQLAlchemy read it, which differ when it is not encoded."""
+    passwords = set()
+    with suppress(ValueError):
+        passwords.add(urlsplit(url).password)
+    rest = url.partition("://")[2]
+    if "@" in rest:
+        # urlsplit ends the password at the last @ of the host part, SQLAlchemy at the first @.
+        passwords.add(rest.rpartition("@")[0].partition(":")[2])
+        passwords.add(rest.partition("@")[0].partition(":")[2])
+    for password in passwords:
+        if password:
+            register_secret(password)
+            register_secret(unquote(password))
+
+
+def _hide_url_password(url: str) -> str:
+    """Return ``url`` with everything between the user name and the last @ replaced by ***.
+
+    Unlike the password that urlsplit finds, this also hides a password that
+    contains an unencoded @, /, ? or #.
+    """
+    scheme, separator, rest = url.partition("://")
+    user_info, at, host_part = rest.rpartition("@")
+    user, colon, _password = user_info.partition(":")
+    if not separator or not at or not colon:
+        return url
+    return f"{scheme}://{user}:***@{host_part}"
 
 
 def resolve_token(loaded: LoadedSettings) -> ControllerToken:
@@ -513,7 +574,12 @@ def _describe_validation_error(
             # A whole section failed a rule that spans its keys; its values may include the token.
             problems.append(f"{key} ({origin}): {message}")
             continue
-        shown = "<hidden>" if key in SECRET_KEYS else redact(repr(value))
+        if key in SECRET_KEYS:
+            shown = "<hidden>"
+        elif key in URL_KEYS and isinstance(value, str):
+            shown = redact(repr(_hide_url_password(value)))
+        else:
+            shown = redact(repr(value))
         problems.append(f"{key} = {shown} ({origin}): {message}")
     return ConfigError(
         "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems),

@@ -17,6 +17,7 @@ carries the exit code that the CLI turns it into::
     │       ├── MemberNotFound
     │       └── MemberChanged    the member moved on since the plan was made
     ├── PortalUnavailable       5  the portal database failed in the middle of a run
+    ├── UnreadableTime          5  a portal row holds a time that cannot be read
     ├── ReadOnlyViolation       5  a write attempted in a read-only run (a bug)
     ├── LockHeld                6
     ├── SafetyRefusal           7
@@ -76,6 +77,22 @@ class PortalFileError(UsageError):
 
     def __str__(self) -> str:
         return "\n".join([self.message, *(f"  - {problem}" for problem in self.problems)])
+
+
+class UnreadableTime(ZtctlError):
+    """A time in the portal database that cannot be read, such as text written into an SQLite column.
+
+    Raised while rows load; the engine confines it to the network or
+    membership the row belongs to.
+    """
+
+    def __init__(self, value: object) -> None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        super().__init__(
+            f"the portal database holds the time {shown}, which cannot be read",
+            hint="write it as YYYY-MM-DD HH:MM:SS in UTC, or end the row",
+        )
+        self.value = value
 
 
 class ConfigError(ZtctlError):

@@ -8,7 +8,9 @@ read as "changes pending".
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,6 +60,7 @@ class ZtctlGroup(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         code = _run_group(super().main, args, prog_name, complete_var, extra)
+        code = _flush_output(code)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -79,13 +82,60 @@ def _run_group(main: Any, args: Any, prog_name: Any, complete_var: Any, extra: d
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         _emit_json_error(argv, exc.exit_code, type(exc).__name__, str(exc))
         return int(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for the exit status
-        message = redact(f"{type(exc).__name__}: {exc}")
-        log.critical("internal error, the run stopped early: %s", message, exc_info=True)
-        _emit_json_error(argv, ExitCode.PARTIAL_FAILURE, "InternalError", f"internal error: {message}")
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS and not _output_broken():
+            return _internal_error(argv, exc)
+        # Standard output is full, closed or gone: a CI job that reads it must
+        # not take the partial document for a result.
+        print(f"ztctl: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         return int(ExitCode.PARTIAL_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for the exit status
+        return _internal_error(argv, exc)
     # Typer returns the exit code of typer.Exit, and None when a command returns normally.
     return returned if isinstance(returned, int) else 0
+
+
+def _internal_error(argv: list[str], exc: BaseException) -> int:
+    message = redact(f"{type(exc).__name__}: {exc}")
+    log.critical("internal error, the run stopped early: %s", message, exc_info=True)
+    try:
+        _emit_json_error(argv, ExitCode.PARTIAL_FAILURE, "InternalError", f"internal error: {message}")
+    except OSError:
+        pass  # stdout is what failed, and the log line above records the error
+    return int(ExitCode.PARTIAL_FAILURE)
+
+
+# Errors from writing a full, closed or vanished output. Files that ztctl
+# writes itself (reports, metrics) report their own errors before this.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO, errno.EDQUOT})
+
+_stdout_closed = False
+"""Set when ztctl started with standard output closed; its output then goes nowhere."""
+
+
+def _output_broken() -> bool:
+    """Tell whether standard output can no longer be written."""
+    if _stdout_closed:
+        return True
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):
+        return True
+    return False
+
+
+def _flush_output(code: int) -> int:
+    """Flush standard output now, so that a failure to write it sets the exit status.
+
+    Python would otherwise find out at exit, print a traceback and exit 120.
+    """
+    if not _output_broken():
+        return code
+    print("ztctl: cannot write the output", file=sys.stderr)
+    # Whatever is still buffered cannot be written; send it nowhere, so the
+    # interpreter's own flush at exit does not fail again.
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - stays open until exit
+    return code if code not in (ExitCode.OK, ExitCode.CHANGES_PENDING) else int(ExitCode.PARTIAL_FAILURE)
 
 
 def _emit_json_error(argv: list[str], code: ExitCode, kind: str, message: str) -> None:
@@ -294,5 +344,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    global _stdout_closed
+    if sys.stdout is None:
+        _stdout_closed = True
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - stays open until exit
     signal.signal(signal.SIGTERM, _terminate)
     app()

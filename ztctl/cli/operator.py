@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ztctl.cli import jsonout
 from ztctl.cli.options import BASIC_OPTIONS, CliOptions, command
-from ztctl.cli.render import stdout_console
+from ztctl.cli.render import printable, stdout_console
 from ztctl.cli.runner import fail, load_settings_or_fail
 from ztctl.config import parse_duration
 from ztctl.engine import Mode
@@ -31,20 +31,20 @@ NodeArgument = Annotated[str, typer.Argument(help="Node ID of the member, 10 hex
 def parse_moment(text: str, option: str, now: datetime) -> datetime:
     """Read ``2h`` (that long ago), ``2026-12-01`` (midnight UTC) or an ISO 8601 time with a zone."""
     text = text.strip()
-    if re.fullmatch(r"(\d+[smhd])+", text):
-        return now - parse_duration(text)
     try:
+        if re.fullmatch(r"(\d+[smhd])+", text):
+            return now - parse_duration(text)
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return moment.replace(tzinfo=UTC)
+            raise UsageError(f"invalid {option} {text!r}: a time needs a zone, such as Z or +02:00")
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(
-            f"invalid {option} {text!r}: expected a duration such as 2h or 7d, a date such as 2026-12-01, "
-            "or a time such as 2026-12-01T08:00:00Z"
+            f"invalid {option} {text!r}: expected a duration such as 2h or 7d (at most 100 years), "
+            "a date such as 2026-12-01, or a time such as 2026-12-01T08:00:00Z"
         ) from None
-    if moment.tzinfo is None:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            return moment.replace(tzinfo=UTC)
-        raise UsageError(f"invalid {option} {text!r}: a time needs a zone, such as Z or +02:00")
-    return moment.astimezone(UTC)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +61,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         since: Annotated[str | None, typer.Option("--since", help="From: 2h, 7d, 2026-12-01 or an ISO time.")] = None,
         until: Annotated[str | None, typer.Option("--until", help="Before: same forms as --since.")] = None,
-        limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many entries, newest first.")] = 200,
+        limit: Annotated[
+            int, typer.Option("--limit", min=1, max=100_000, help="At most this many entries, newest first.")
+        ] = 200,
     ) -> None:
         """Show the audit log: every applied, skipped, refused and failed action, newest first."""
         loaded = load_settings_or_fail(options, "history")
@@ -97,12 +99,12 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
                 f"#{entry.run_id} {entry.command}",
-                f"{entry.user or '?'}@{entry.host}",
-                entry.network_id,
-                entry.node_id or "-",
+                printable(f"{entry.user or '?'}@{entry.host}"),
+                printable(entry.network_id),
+                printable(entry.node_id or "-"),
                 entry.action,
                 entry.outcome,
-                entry.detail or entry.reason,
+                printable(entry.detail or entry.reason),
             )
         stdout_console().print(table)
 
@@ -120,6 +122,8 @@ def register(app: typer.Typer) -> None:
         if options.is_json:
             document = jsonout.base_document("explain", "dry-run", code)
             document.update(result.to_dict())
+            if result.live_error:
+                document["error"] = {"type": "ControllerError", "message": result.live_error, "hint": None}
             jsonout.emit(document)
         else:
             _render_explanation(result)
@@ -175,13 +179,20 @@ def register(app: typer.Typer) -> None:
         options: CliOptions,
         network: NetworkArgument,
         node: NodeArgument,
-        until: Annotated[str, typer.Option("--until", help="Accepted until: 7d, 2026-12-31 or an ISO time.")],
-        reason: Annotated[str, typer.Option("--reason", help="Why the difference is accepted.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why the difference is accepted, or withdrawn.")],
+        until: Annotated[
+            str | None, typer.Option("--until", help="Accepted until: 7d, 2026-12-31 or an ISO time; at most 366 days.")
+        ] = None,
+        withdraw: Annotated[
+            bool, typer.Option("--withdraw", help="End the member's acknowledgement now instead.")
+        ] = False,
     ) -> None:
-        """Accept a known difference for a member until a time: diff and audits stop counting it as pending."""
+        """Accept a known difference for a member until a time: no run repairs it, and it is not counted as pending."""
         loaded = load_settings_or_fail(options, "ack")
         try:
-            moment = _future_moment(until)
+            if withdraw == (until is not None):
+                raise UsageError("give either --until or --withdraw", hint="--until 7d accepts for a week")
+            moment = None if withdraw else _future_moment(until or "")
             view = acknowledge(loaded, network, node, until=moment, reason=reason, mode=options.mode)
         except ZtctlError as exc:
             fail(options, "ack", exc)
@@ -191,29 +202,33 @@ def register(app: typer.Typer) -> None:
             jsonout.emit(document)
         else:
             verb = "acknowledged" if options.mode is Mode.APPLY else "dry run, not recorded:"
-            stdout_console().print(
-                f"{verb} {view.network_id}/{view.node_id} until {view.until:%Y-%m-%d %H:%M}Z: {view.reason}"
-            )
+            until_text = "withdrawn" if withdraw else f"until {view.until:%Y-%m-%d %H:%M}Z"
+            stdout_console().print(f"{verb} {view.network_id}/{view.node_id} {until_text}: {printable(view.reason)}")
 
 
 def _future_moment(text: str) -> datetime:
     """Read ``--until``: a duration counts forward from now, unlike ``--since``."""
     now = datetime.now(UTC)
     if re.fullmatch(r"(\d+[smhd])+", text.strip()):
-        return now + parse_duration(text.strip())
+        try:
+            return now + parse_duration(text.strip())
+        except (ValueError, OverflowError):
+            raise UsageError(f"invalid --until {text!r}: expected a duration such as 7d or 12h") from None
     return parse_moment(text, "--until", now)
 
 
 def _render_explanation(result: Explanation) -> None:
     console = stdout_console()
     # The verdict stays on one line, so that scripts and people can take the first line alone.
-    console.print(Text(result.verdict, style="bold"), soft_wrap=True)
+    console.print(Text(printable(result.verdict), style="bold"), soft_wrap=True)
     details = result.to_dict()
     membership = details["membership"]
     if membership:
         console.print(
-            f"portal: {membership['state']} (access: {membership['access']}), owner {membership['owner'] or '-'}, "
-            f"name {membership['name'] or '-'}"
+            printable(
+                f"portal: {membership['state']} (access: {membership['access']}), owner {membership['owner'] or '-'}, "
+                f"name {membership['name'] or '-'}"
+            )
         )
         for activation in membership["activations"]:
             ended = f", ended {activation['ended_at']:%Y-%m-%d %H:%M}Z" if activation["ended_at"] else ""
@@ -225,30 +240,37 @@ def _render_explanation(result: Explanation) -> None:
     for label, member in (("cache", result.cached), ("controller", result.live)):
         if member is None:
             if label == "controller" and result.live_error:
-                console.print(Text(f"controller: not read: {result.live_error}", style="red"))
+                console.print(Text(printable(f"controller: not read: {result.live_error}"), style="red"))
             else:
                 console.print(f"{label}: not present")
             continue
         state = "authorized" if member.authorized else "deauthorized"
         bridge = ", active bridge" if member.active_bridge else ""
         seen = f", last seen {member.last_seen_at:%Y-%m-%d %H:%M}Z" if member.last_seen_at else ""
-        console.print(f"{label}: {state}{bridge}, revision {member.revision}{seen}")
+        address = f", physical address {member.physical_address}" if member.physical_address else ""
+        console.print(printable(f"{label}: {state}{bridge}, revision {member.revision}{seen}{address}"))
     if result.acknowledgement:
         ack_view = result.acknowledgement
-        console.print(f"acknowledged until {ack_view.until:%Y-%m-%d %H:%M}Z by {ack_view.created_by}: {ack_view.reason}")
+        console.print(
+            printable(f"acknowledged until {ack_view.until:%Y-%m-%d %H:%M}Z by {ack_view.created_by}: {ack_view.reason}")
+        )
     for entry in result.recent:
         console.print(
-            f"  {entry.recorded_at:%Y-%m-%d %H:%M:%S}Z run #{entry.run_id} ({entry.command}, "
-            f"{entry.user or '?'}@{entry.host}): {entry.action} {entry.outcome}: {entry.detail or entry.reason}"
+            printable(
+                f"  {entry.recorded_at:%Y-%m-%d %H:%M:%S}Z run #{entry.run_id} ({entry.command}, "
+                f"{entry.user or '?'}@{entry.host}): {entry.action} {entry.outcome}: {entry.detail or entry.reason}"
+            )
         )
     if result.live_error:
         console.print("next run: unknown until the controller can be read")
+    elif result.network_missing and result.managed:
+        console.print("next run: an error for this network, which is managed but not on the controller; nothing changes")
     elif not result.managed:
         console.print("next run: nothing, the network is not managed")
     elif not result.next_run:
         console.print("next run: nothing to do")
     for finding in result.next_run:
-        console.print(f"next run: {finding.action or 'no action'} ({finding.kind}): {finding.reason}")
+        console.print(printable(f"next run: {finding.action or 'no action'} ({finding.kind}): {finding.reason}"))
 
 
 def _render_adoption(result: AdoptResult) -> None:

@@ -91,6 +91,7 @@ WaitOption = Annotated[
         "--wait",
         metavar="SECONDS",
         min=0,
+        max=86400,
         help="If another run holds the lock, wait up to SECONDS for it instead of exiting with status 6.",
         show_default=False,
     ),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ztctl import __version__
 from ztctl.cli.jsonout import encode_json_value, error_object
 from ztctl.engine.model import RunResult
-from ztctl.errors import UsageError
+from ztctl.errors import ZtctlError
 from ztctl.portal.models import utc_now
 from ztctl.redact import redact
 
@@ -54,8 +54,10 @@ def report_document(
         for report in stage.networks:
             if report.error:
                 document["errors"].append(f"network {report.network_id}: {report.error}")
-            if report.refusal:
-                document["refusals"].append({"network": report.network_id, "reason": report.refusal})
+            refusal = {"network": report.network_id, "reason": report.refusal}
+            # A refusal holds for every stage of the run on its network.
+            if report.refusal and refusal not in document["refusals"]:
+                document["refusals"].append(refusal)
             for finding in report.findings:
                 document["findings"].append({"stage": stage.stage, "network_name": report.name, **finding.to_dict()})
     return document
@@ -105,7 +107,7 @@ def write_metrics(
     try:
         write_to_textfile(str(path), registry)
     except OSError as exc:
-        raise UsageError(f"cannot write the metrics file {path}: {exc.strerror or exc}") from None
+        raise ZtctlError(f"cannot write the metrics file {path}: {exc.strerror or exc}") from None
 
 
 def _result_metrics(registry: CollectorRegistry, result: RunResult) -> None:
@@ -120,19 +122,26 @@ def _result_metrics(registry: CollectorRegistry, result: RunResult) -> None:
         actions.labels(action, outcome).set(count)
     drift = Gauge("ztctl_drift_members", "Members with pending drift, per network.", ["network"], registry=registry)
     unknown = Gauge("ztctl_unknown_members", "Members unknown to the portal, per network.", ["network"], registry=registry)
-    pending: Counter[str] = Counter()
-    unknowns: Counter[str] = Counter()
+    # Members, not findings: one member can have a finding in two stages (expire,
+    # then repair). And drift that this run repaired is no longer drift.
+    applied = {
+        outcome.finding for stage in result.stages for outcome in stage.outcomes if outcome.status == "applied"
+    }
+    pending: dict[str, set[str]] = {}
+    unknowns: dict[str, set[str]] = {}
     for stage in result.stages:
         for report in stage.networks:
-            pending[report.network_id] += 0  # so that a network in line reports 0, not nothing
+            # Set for every network read, so that a network in line reports 0, not nothing.
+            left = pending.setdefault(report.network_id, set())
+            strangers = unknowns.setdefault(report.network_id, set())
             for finding in report.findings:
-                if finding.pending:
-                    pending[report.network_id] += 1
+                if finding.pending and finding not in applied:
+                    left.add(finding.node_id)
                 if finding.kind == "unknown":
-                    unknowns[report.network_id] += 1
-    for network_id, count in pending.items():
-        drift.labels(network_id).set(count)
-        unknown.labels(network_id).set(unknowns[network_id])
+                    strangers.add(finding.node_id)
+    for network_id, nodes in pending.items():
+        drift.labels(network_id).set(len(nodes))
+        unknown.labels(network_id).set(len(unknowns[network_id]))
     counts = result.counts
     Gauge(
         "ztctl_overdue_revocations", "Revocations past their activation's expiry that the run did not make.",
@@ -151,6 +160,6 @@ def _write_atomically(path: Path, text: str) -> None:
             stream.write(text)
         os.replace(temporary, path)
     except OSError as exc:
-        raise UsageError(f"cannot write the report {path}: {exc.strerror or exc}") from None
+        raise ZtctlError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

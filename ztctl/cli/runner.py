@@ -7,12 +7,14 @@ statuses; commands stay a few lines long.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -68,6 +70,11 @@ def run_engine_command(
     run_mode: Mode | None = mode
     try:
         run_mode = mode or options.mode
+        # A report or metrics file that cannot be written is found out before
+        # the run acts, not after, when it would hide the run's own status.
+        for path, flag in ((options.report, "--report"), (options.metrics_file, "--metrics-file")):
+            if path is not None:
+                check_writable(path, flag)
         loaded = load_settings(options.config)
         job = open_job(loaded, command=command, mode=run_mode, wait=options.wait, force=options.force)
         with progress_display(job, options):
@@ -78,7 +85,12 @@ def run_engine_command(
             result.requests = {"total": stats.total, "retries": stats.retries, "by_kind": dict(stats.by_kind)}
         code = exit_code_for(result)
         job.finish(result, code)
-        _write_files(options, job, result, command=command, mode=run_mode, code=code, started=started)
+        try:
+            _write_files(options, job, result, command=command, mode=run_mode, code=code, started=started)
+        except ZtctlError as exc:
+            # The run itself is done and recorded; only the file is missing.
+            log.error("%s", exc)
+            code = code or ExitCode.PARTIAL_FAILURE
     except ZtctlError as exc:
         _abandon(options, job, exc, command=command, mode=run_mode, started=started)
         fail(options, command, exc, mode=run_mode)
@@ -145,6 +157,8 @@ def _abandon(
     """Close the run's record and still write its report and metrics, so a failed run is visible too."""
     if job is not None:
         job.finish(None, error.exit_code, error=redact(str(error)))
+    if job is None and isinstance(error, UsageError):
+        return  # stopped before any run began, so there is no run to report on
     try:
         _write_files(options, job, None, command=command, mode=mode, code=int(error.exit_code), started=started,
                      error=error)
@@ -233,6 +247,19 @@ def report_error(options: CliOptions, command: str, error: BaseException, *, mod
             except UsageError:
                 mode = None
         jsonout.emit(jsonout.base_document(command, str(mode) if mode else "unknown", int(code), error))
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Raise ``UsageError`` unless a file can be written at ``path``."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory", hint="name a file")
+    if not directory.is_dir():
+        raise UsageError(f"{flag} {path}: directory {directory} does not exist", hint="create it, or name another file")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{flag} {path}: directory {directory} is not writable by this user", hint="fix its permissions"
+        )
 
 
 def stdin_is_terminal() -> bool:

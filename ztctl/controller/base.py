@@ -113,6 +113,14 @@ class ControllerClient(ABC):
     def list_network_ids(self) -> list[str]:
         """Return the IDs of every network on the controller, in lower case."""
 
+    def may_change(self, network_ids: list[str]) -> dict[str, bool]:
+        """Return, per network, whether the token may change its members, where the controller says.
+
+        A network left out is unknown. A zerotier-one token is the node's own
+        and may change everything, so the default says nothing.
+        """
+        return {}
+
     def list_networks(self) -> dict[str, ControllerNetwork] | None:
         """Return every network on the controller from one request, or None where the API has no such list.
 

@@ -20,7 +20,7 @@ from ztctl.controller.base import (
     ControllerStatus,
 )
 from ztctl.controller.central_api import CentralApi, member_path
-from ztctl.controller.central_records import CentralStatus, parse_status
+from ztctl.controller.central_records import CentralStatus, can_authorize, parse_status
 from ztctl.controller.conditional import ConditionalWriteClient
 from ztctl.controller.http import ErrorHints, HttpSession
 from ztctl.controller.http_client import build_http_client, check_base_url
@@ -114,6 +114,7 @@ class CentralClient(ConditionalWriteClient):
         )
         self.api = CentralApi(self.http)
         self.version: str | None = None
+        self._status: CentralStatus | None = None
         """Central's version that ``probe()`` read."""
 
     def __repr__(self) -> str:
@@ -145,6 +146,7 @@ class CentralClient(ConditionalWriteClient):
                 "ZeroTier Central at %s is in read-only mode: every change will fail", self.base_url
             )
         self.version = status.version
+        self._status = status
         return ControllerStatus(
             address="", version=status.version, api_version=status.api_version, backend=self.backend
         )
@@ -166,6 +168,22 @@ class CentralClient(ConditionalWriteClient):
         return status
 
     # Reads
+
+    def may_change(self, network_ids: list[str]) -> dict[str, bool]:
+        """Read each network's ``permissions`` for the token's user; Central's read-only mode denies them all."""
+        status = self._status
+        if status is None:
+            return {}
+        if status.read_only_mode:
+            return dict.fromkeys(network_ids, False)
+        if status.user_id is None:
+            return {}
+        answers = {}
+        for network_id in network_ids:
+            allowed = can_authorize(self.api.read_network_body(network_id), status.user_id)
+            if allowed is not None:
+                answers[network_id] = allowed
+        return answers
 
     def list_network_ids(self) -> list[str]:
         return self.api.read_network_ids()

@@ -75,6 +75,13 @@ class CentralApi:
         body = self.http.decode_json(response, network_id=network_id)
         return parse_network(body, network_id, _request_line(response))
 
+    def read_network_body(self, network_id: str) -> object:
+        """Return a network's body as Central sent it, for the fields ``ControllerNetwork`` leaves out."""
+        path = network_path(network_id)
+        response = self.http.send("GET", path, kind="network", allowed=(200, 403, 404), network_id=network_id)
+        self._check_network_read(response, network_id)
+        return self.http.decode_json(response, network_id=network_id)
+
     def read_members(self, network_id: str) -> list[ControllerMember]:
         path = f"{network_path(network_id)}/member"
         response = self.http.send("GET", path, kind="list", allowed=(200, 403, 404), network_id=network_id)

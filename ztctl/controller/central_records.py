@@ -41,6 +41,8 @@ class CentralStatus:
     """Whether the body names the user the token belongs to, which shows that Central accepted it."""
     read_only_mode: bool
     """Central's maintenance mode, in which it rejects every change."""
+    user_id: str | None = None
+    """The ID of the token's user, which keys each network's ``permissions``."""
 
 
 def parse_status(body: object) -> CentralStatus | None:
@@ -61,14 +63,26 @@ def parse_status(body: object) -> CentralStatus | None:
 
     version = body.get("version")
     api_version = body.get("apiVersion")
+    user = body.get("user")
     if isinstance(api_version, str) and api_version.isdigit():
         api_version = int(api_version)
     return CentralStatus(
         version=version if isinstance(version, str) and version else DEFAULT_VERSION,
         api_version=api_version if _is_int(api_version) else None,
-        has_user=isinstance(body.get("user"), Mapping),
+        has_user=isinstance(user, Mapping),
         read_only_mode=body.get("readOnlyMode") is True,
+        user_id=user.get("id") if isinstance(user, Mapping) and isinstance(user.get("id"), str) else None,
     )
+
+
+def can_authorize(body: object, user_id: str) -> bool | None:
+    """Read from a network body whether ``user_id`` may authorize its members, or None if it does not say."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("permissions"), Mapping):
+        return None
+    granted = body["permissions"].get(user_id)
+    if not isinstance(granted, Mapping) or not isinstance(granted.get("a"), bool):
+        return None
+    return granted["a"]
 
 
 def parse_network_ids(body: object, source: str) -> list[str]:

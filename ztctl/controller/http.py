@@ -37,6 +37,13 @@ every 1 to 2 minutes."""
 
 BODY_EXCERPT_CHARS = 200
 
+MAX_RESPONSE_BYTES = 256 * 2**20
+"""Largest answer read. A network of 100,000 members lists in about 70 MB on zerotier-one."""
+# NOTE: a server that trickles its status line and headers is bounded only by
+# the per-read timeout; the whole-answer limit starts with the body.
+
+DEFAULT_RESPONSE_SECONDS = 10.0
+
 # Backoff without a Retry-After header: 0.25 s doubled per retry, at most 8 s, plus up to 0.25 s
 # of random jitter so that parallel requests do not retry in lockstep.
 _backoff = tenacity.wait_exponential_jitter(multiplier=0.25, max=8.0, jitter=0.25)
@@ -249,7 +256,7 @@ class HttpSession:
         started = time.perf_counter()
         try:
             with self._in_flight:
-                response = self.client.request(method, path, json=json)
+                response = self._receive(self.client.build_request(method, path, json=json))
         except httpx.HTTPError as error:
             self._count(kind)
             logger.debug(
@@ -262,6 +269,35 @@ class HttpSession:
         if response.status_code in TRANSIENT_STATUSES:
             raise TransientFailure(method, path, response=response)
         return response
+
+    def _receive(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read its body within one timeout and one size limit, as a whole.
+
+        httpx's read timeout applies to each read, so a server that sends a
+        byte every few seconds would hold a run, and the run lock, forever.
+        """
+        limit = self.client.timeout.read or DEFAULT_RESPONSE_SECONDS
+        response = self.client.send(request, stream=True)
+        try:
+            ends = time.monotonic() + limit
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise httpx.DecodingError(
+                        f"the answer is larger than {MAX_RESPONSE_BYTES // 2**20} MiB", request=request
+                    )
+                if time.monotonic() > ends:
+                    raise httpx.ReadTimeout(f"the answer took longer than {limit:g}s to arrive", request=request)
+        finally:
+            response.close()
+        headers = httpx.Headers(response.headers)
+        # The body is decoded already.
+        headers.pop("content-encoding", None)
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(body), request=request,
+            extensions=response.extensions,
+        )
 
     def _request_error(self, method: str, path: str, error: httpx.HTTPError) -> Exception:
         """Choose what a failed request raises: retry it, or report it at once."""

@@ -10,10 +10,11 @@ difference, never the portal's own clock.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ztctl.config import LoadedSettings
@@ -44,10 +45,24 @@ class AcknowledgementView:
         }
 
 
+MAX_ACKNOWLEDGEMENT = timedelta(days=366)
+"""How far ahead an acknowledgement may end: a longer one is more likely a typo than a decision."""
+
+
 def acknowledge(
-    loaded: LoadedSettings, network_id: str, node_id: str, *, until: datetime, reason: str, mode: Mode
+    loaded: LoadedSettings,
+    network_id: str,
+    node_id: str,
+    *,
+    until: datetime | None,
+    reason: str,
+    mode: Mode,
 ) -> AcknowledgementView:
-    """Record that the difference for one member is accepted until ``until``; a dry run only checks it."""
+    """Record that the difference for one member is accepted until ``until``; a dry run only checks it.
+
+    The latest acknowledgement recorded for a member replaces earlier ones,
+    so a new one can shorten an earlier one; ``until=None`` withdraws it.
+    """
     network_id, node_id = network_id.lower(), node_id.lower()
     if not is_network_id(network_id):
         raise UsageError(f"invalid network ID {network_id!r}: expected 16 hex digits")
@@ -55,15 +70,24 @@ def acknowledge(
         raise UsageError(f"invalid node ID {node_id!r}: expected 10 hex digits")
     if not reason.strip():
         raise UsageError("--reason is empty", hint="say why the difference is accepted")
+    if any(unicodedata.category(character) in ("Cc", "Cf") for character in reason):
+        raise UsageError("--reason contains control characters", hint="write it as plain text on one line")
     if mode is Mode.AUDIT:
         raise UsageError("ack does not support --audit", hint="use --dry-run to check the arguments")
     job = open_job(loaded, command="ack", mode=mode, needs_controller=False)
     try:
         now = job.now()
-        if until.tzinfo is None:
+        if until is None:
+            until = now
+        elif until.tzinfo is None:
             raise UsageError(f"--until {until.isoformat()} has no time zone", hint="add Z for UTC")
-        if until <= now:
+        elif until <= now:
             raise UsageError(f"--until {until.isoformat()} is not in the future")
+        elif until > now + MAX_ACKNOWLEDGEMENT:
+            raise UsageError(
+                f"--until {until:%Y-%m-%d} is more than {MAX_ACKNOWLEDGEMENT.days} days ahead",
+                hint="acknowledge again when it ends, if the difference is still accepted",
+            )
         with job.sessions() as session:
             managed = session.get(Network, network_id)
         if managed is None or managed.removed_at is not None:
@@ -88,16 +112,22 @@ def acknowledge(
 
 
 def active_acknowledgements(session: Session, network_id: str, now: datetime) -> dict[str, AcknowledgementView]:
-    """Return the acknowledgements of a network still in force, the latest-ending one per member."""
-    statement = select(Acknowledgement).where(
-        Acknowledgement.network_id == network_id, Acknowledgement.until > now
+    """Return the acknowledgements of a network still in force: per member, the latest recorded, if not ended."""
+    latest = (
+        select(Acknowledgement.node_id, func.max(Acknowledgement.id).label("id"))
+        .where(Acknowledgement.network_id == network_id)
+        .group_by(Acknowledgement.node_id)
+        .subquery()
     )
-    views: dict[str, AcknowledgementView] = {}
-    for row in session.scalars(statement):
-        view = AcknowledgementView(row.network_id, row.node_id, row.until, row.reason, row.created_by, row.created_at)
-        if row.node_id not in views or views[row.node_id].until < view.until:
-            views[row.node_id] = view
-    return views
+    statement = select(Acknowledgement).join(latest, Acknowledgement.id == latest.c.id).where(
+        Acknowledgement.until > now
+    )
+    return {
+        row.node_id: AcknowledgementView(
+            row.network_id, row.node_id, row.until, row.reason, row.created_by, row.created_at
+        )
+        for row in session.scalars(statement)
+    }
 
 
 def apply_acknowledgements(findings: list[Finding], acknowledgements: dict[str, AcknowledgementView]) -> list[Finding]:

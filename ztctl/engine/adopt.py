@@ -1,14 +1,16 @@
 """``ztctl adopt NETWORK``: bring an existing network under management.
 
 Every member on the controller gets a membership: authorized members as
-active, the others as inactive. Members that already have a membership keep
-it, so adopting twice changes nothing. Without adoption, the first run on a
+active, the others as inactive. Members that still have a membership from an
+earlier time under management keep it. Without adoption, the first run on a
 newly managed network would report every member as unknown and, under a
-deauthorize or delete policy, act on them.
+deauthorize or delete policy, act on them. A network already managed is
+refused: there, the members without a membership are unknown devices.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from ztctl.controller.base import is_network_id
@@ -65,21 +67,33 @@ def adopt(job: Job, network_id: str) -> AdoptResult:
             f"network {network_id} is not on the controller at {job.settings.controller.url}",
             hint="check the network ID with the controller's network list",
         ) from None
-    members = client.list_members(network_id)
     with job.sessions() as session:
         existing = session.get(Network, network_id)
+        if existing is not None and existing.removed_at is None:
+            # On a managed network the members without a membership are the
+            # unknown ones; adopting them would approve every unknown device.
+            raise UsageError(
+                f"network {network_id} is already managed, so adopt would turn its unknown members into approved ones",
+                hint="add memberships for the devices you know with `ztctl portal load`, or accept a known "
+                "difference with `ztctl ack`",
+            )
         known = portal_state.memberships_by_node(session, network_id, [])
-    result = AdoptResult(
-        network_id, network.name, adds_network=existing is None or existing.removed_at is not None
-    )
+    members = client.list_members(network_id)
+    result = AdoptResult(network_id, _storable(network.name), adds_network=True)
     for member in members:
         if member.node_id in known:
             result.kept += 1
             continue
-        result.memberships.append((member.node_id, "active" if member.authorized else "inactive", member.name))
+        state = "active" if member.authorized else "inactive"
+        result.memberships.append((member.node_id, state, _storable(member.name) if member.name else member.name))
     if job.mode is Mode.APPLY:
         _write(job, result)
     return result
+
+
+def _storable(text: str) -> str:
+    """Drop control characters from a name the controller gave, which the portal file format rejects."""
+    return "".join(character for character in text if unicodedata.category(character) != "Cc")
 
 
 def _write(job: Job, result: AdoptResult) -> None:

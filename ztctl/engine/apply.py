@@ -3,8 +3,10 @@
 Right before a write, the membership is re-read from the portal, and the
 controller client re-reads the member and compares its revision with the
 plan's. If either moved, the action is skipped as "changed since plan" and
-the next run plans again from fresh state. The portal change and the audit
-entry that describes the action commit together.
+the next run plans again from fresh state. Each write is recorded as pending
+before it is sent, and its outcome replaces that entry together with the
+portal change it goes with, so that a run killed midway leaves a trace that
+the next run settles.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
+
 from ztctl.controller.base import ControllerClient, ControllerMember
 from ztctl.engine import portal_state
-from ztctl.engine.job import Job
-from ztctl.engine.model import ActionKind, DriftKind, Finding, Outcome, OutcomeStatus
+from ztctl.engine.job import PENDING, Job
+from ztctl.engine.model import ActionKind, DriftKind, Finding, Mode, Outcome, OutcomeStatus
 from ztctl.engine.portal_state import MembershipView
 from ztctl.errors import ControllerResponseError, MemberChanged, MemberNotFound
+from ztctl.portal.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -25,37 +30,136 @@ log = logging.getLogger(__name__)
 def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
     """Carry out ``finding.action`` and record the outcome; ``ControllerUnreachable`` propagates."""
     client = job.require_controller()
-    with job.write_sessions() as session:
-        now = job.now()
+    with job.sessions() as session:
         current = portal_state.membership_view(session, finding.network_id, finding.node_id)
-        changed = portal_change(finding, current, now)
-        if changed is not None:
-            outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {changed}")
+    changed = portal_change(finding, current, job.now())
+    if changed is not None:
+        outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {changed}")
+        with job.write_sessions() as session:
             job.recorder.record(session, stage, finding, outcome, before=_before(finding))
             session.commit()
-            _log_outcome(outcome)
-            return outcome
+        _log_outcome(outcome)
+        return outcome
 
-        member: ControllerMember | None = None
-        try:
-            member = send_action(client, finding)
-        except MemberChanged as exc:
-            outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {exc}")
-        except MemberNotFound:
-            outcome = Outcome(finding, OutcomeStatus.SKIPPED, "changed since plan: the member is no longer on the controller")
-            portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
-        except ControllerResponseError as exc:
-            outcome = Outcome(finding, OutcomeStatus.FAILED, str(exc))
+    # No database lock is held while the write is in flight: on SQLite a slow
+    # controller would otherwise keep every other network's work waiting.
+    entry_id = job.recorder.begin(stage, finding, before=_before(finding))
+    member: ControllerMember | None = None
+    gone = False
+    try:
+        member = send_action(client, finding)
+    except MemberChanged as exc:
+        outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {exc}")
+    except MemberNotFound:
+        if finding.revokes_access:
+            # The member list showed this member authorized a moment ago. A
+            # controller that now reports it missing cannot be trusted to have
+            # removed its access, so this fails until its responses agree.
+            outcome = Outcome(finding, OutcomeStatus.FAILED, CONTRADICTION)
         else:
-            outcome = Outcome(finding, OutcomeStatus.APPLIED, revision=member.revision)
+            outcome = Outcome(
+                finding, OutcomeStatus.SKIPPED, "changed since plan: the member is no longer on the controller"
+            )
+            gone = True
+    except ControllerResponseError as exc:
+        outcome, member = read_back(client, finding, finding.action, exc)
+    else:
+        outcome = Outcome(finding, OutcomeStatus.APPLIED, revision=member.revision)
 
-        with job.recording_after_write(finding):
-            if member is not None:
-                _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
-            job.recorder.record(session, stage, finding, outcome, before=_before(finding), after=_after(member))
-            session.commit()
+    with job.write_sessions() as session, job.recording_after_write(finding):
+        now = job.now()
+        if gone:
+            portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
+        if outcome.status is OutcomeStatus.APPLIED:
+            _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
+        job.recorder.complete(
+            session, entry_id, stage, finding, outcome, before=_before(finding), after=_after(member)
+        )
+        session.commit()
     _log_outcome(outcome)
     return outcome
+
+
+CONTRADICTION = (
+    "the controller listed the member but returns 404 when it is read: its responses contradict each other, "
+    "so the change cannot be confirmed; the next run tries again"
+)
+
+
+def read_back(
+    client: ControllerClient, finding: Finding, action: ActionKind | None, error: ControllerResponseError
+) -> tuple[Outcome, ControllerMember | None]:
+    """Read the member after a write whose response could not be used, to learn whether the write was made.
+
+    An empty or cut-short response to a write that did land would otherwise
+    be recorded as a failure, and the audit log would never show the change.
+    """
+    try:
+        member = client.get_member(finding.network_id, finding.node_id)
+    except ControllerResponseError:
+        return Outcome(finding, OutcomeStatus.FAILED, str(error)), None
+    if not write_made(action, member):
+        return Outcome(finding, OutcomeStatus.FAILED, str(error)), member
+    detail = f"the controller's response could not be used ({error}), but reading the member back shows the change"
+    return Outcome(finding, OutcomeStatus.APPLIED, detail, revision=member.revision if member else None), member
+
+
+def write_made(action: ActionKind | str | None, member: ControllerMember | None) -> bool:
+    """Tell whether ``member``, as read now, is in the state that ``action`` leaves it in."""
+    match str(action):
+        case ActionKind.AUTHORIZE | ActionKind.PREAUTHORIZE:
+            return member is not None and member.authorized
+        case ActionKind.DEAUTHORIZE | ActionKind.EXPIRE:
+            return member is not None and not member.authorized
+        case ActionKind.DELETE:
+            return member is None
+    return False
+
+
+def settle_interrupted_writes(job: Job) -> None:
+    """Find out from the controller what became of writes that an earlier, killed run left pending.
+
+    The run recorded each write as pending before sending it; whether it
+    reached the controller is read back now and written into that entry.
+    """
+    client = job.controller
+    if job.mode is not Mode.APPLY or client is None or not job.recorder.enabled:
+        return
+    with job.sessions() as session:
+        pending = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.outcome == PENDING, AuditEntry.run_id != job.recorder.run_id)
+            .order_by(AuditEntry.id)
+        ).all()
+    for entry in pending:
+        if entry.node_id is None:
+            continue
+        try:
+            member = client.get_member(entry.network_id, entry.node_id)
+        except ControllerResponseError as exc:
+            log.warning("could not yet learn what became of run #%s's %s of member %s on network %s: %s",
+                        entry.run_id, entry.action, entry.node_id, entry.network_id, exc)
+            continue
+        made = write_made(entry.action, member)
+        if member is None:
+            found = "not on the controller"
+        elif member.authorized:
+            found = "authorized"
+        else:
+            found = "deauthorized"
+        detail = (
+            f"run #{entry.run_id} stopped while this write was in flight; run #{job.recorder.run_id} found the "
+            f"member {found}, so the write {'was' if made else 'was not'} made"
+        )
+        with job.write_sessions() as session:
+            row = session.get(AuditEntry, entry.id)
+            if row is None:
+                continue
+            row.outcome = str(OutcomeStatus.APPLIED if made else OutcomeStatus.FAILED)
+            row.detail = detail
+            row.after = _after(member)
+            session.commit()
+        log.warning("%s of member %s on network %s: %s", entry.action, entry.node_id, entry.network_id, detail)
 
 
 def portal_change(finding: Finding, current: MembershipView | None, now: Any) -> str | None:
@@ -87,13 +191,15 @@ def send_action(client: ControllerClient, finding: Finding) -> ControllerMember:
     raise ValueError(f"action {finding.action} is not a controller write")
 
 
-def _update_cache(session: Any, finding: Finding, member: ControllerMember, now: Any, *, run_id: int | None) -> None:
+def _update_cache(
+    session: Any, finding: Finding, member: ControllerMember | None, now: Any, *, run_id: int | None
+) -> None:
     if finding.action is ActionKind.DELETE:
         portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
         portal_state.record_deletion(
             session, finding.network_id, finding.node_id, now, run_id=run_id, reason=finding.reason
         )
-    else:
+    elif member is not None:
         portal_state.update_cached_member(session, member, now)
 
 

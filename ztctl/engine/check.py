@@ -26,7 +26,7 @@ from ztctl.portal.db import (
     schema_state,
     session_factory,
 )
-from ztctl.portal.lock import acquire_run_lock
+from ztctl.portal.lock import check_run_lock
 
 
 @dataclass(frozen=True)
@@ -179,14 +179,27 @@ def _check_networks(
         problems.append(f"ID not starting with the controller's address {address}: {', '.join(foreign)}")
     if problems:
         report.failed("networks", "; ".join(problems), int(ExitCode.PARTIAL_FAILURE))
+        return
+    try:
+        read_only = [network for network, allowed in client.may_change(managed).items() if not allowed]
+    except ZtctlError as exc:
+        report.failed("networks", exc)
+        return
+    if read_only:
+        # Every run would then fail each change with HTTP 403.
+        report.failed(
+            "networks",
+            f"the token may read but not change the members of: {', '.join(read_only)}; "
+            "use a token of a user allowed to authorize members on them",
+            int(ExitCode.CONTROLLER),
+        )
     else:
         report.ok("networks", f"all {len(managed)} managed network(s) present on the controller")
 
 
 def _check_lock(engine: Engine, report: CheckReport) -> None:
     try:
-        with acquire_run_lock(engine, wait=None, owner=run_owner("check")):
-            pass
+        check_run_lock(engine, owner=run_owner("check"))
     except ZtctlError as exc:
         report.failed("lock", exc)
         return

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from ztctl.controller.base import ControllerClient, ControllerMember, ControllerNetwork
 from ztctl.engine import portal_state
+from ztctl.engine.apply import CONTRADICTION, read_back
 from ztctl.engine.drift import DriftPolicy, controller_state, protection_reason
 from ztctl.engine.job import Job
 from ztctl.engine.model import (
@@ -66,6 +67,7 @@ def run_expire(job: Job) -> StageResult:
         result.networks.append(report)
         plans = _plan_network(job, result, report, memberships, now)
         if plans is None:
+            _report_unread_overdue(result, memberships, now)
             continue
         report.findings.extend(plan.finding for plan in plans)
         refusal = _review(job, report, plans)
@@ -169,9 +171,21 @@ def _report_overdue(result: StageResult, plans: list[_PlannedExpiry]) -> None:
         result.counts.max_overdue_seconds = max(result.counts.max_overdue_seconds, late_seconds)
 
 
+def _report_unread_overdue(result: StageResult, memberships: list[MembershipView], now: datetime) -> None:
+    """Count as overdue every revocation on a network that could not be read: none of them was confirmed."""
+    for membership in memberships:
+        if membership.grants_access(now):
+            continue
+        late = now - max(activation.expires_at for activation in membership.expired_open_activations(now))
+        result.counts.overdue_revocations += 1
+        result.counts.max_overdue_seconds = max(result.counts.max_overdue_seconds, int(late.total_seconds()))
+
+
 def _review(job: Job, report: NetworkReport, plans: list[_PlannedExpiry]) -> str | None:
     with job.sessions() as session:
-        memberships = portal_state.memberships_by_node(session, report.network_id, [])
+        # Leaving out an unreadable membership only lowers the active count,
+        # which makes the guard more careful, not less.
+        memberships = portal_state.memberships_by_node(session, report.network_id, [], skip_unreadable=True)
     now = job.now()
     active = sum(1 for membership in memberships.values() if membership.grants_access(now))
     return job.guard.review(report.network_id, [plan.finding for plan in plans], active_memberships=active)
@@ -208,47 +222,61 @@ def _apply_network(job: Job, result: StageResult, report: NetworkReport, plans: 
 
 def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy: DriftPolicy) -> Outcome:
     finding = plan.finding
-    with job.write_sessions() as session:
+    with job.sessions() as session:
         now = job.now()
         current = portal_state.membership_view(session, finding.network_id, finding.node_id)
-        still_open: set[int] = set()
-        if current is not None and current.removed_at is None:
-            still_open = {a.id for a in current.expired_open_activations(now)} & set(finding.activation_ids)
-        if current is None or not still_open:
-            outcome = Outcome(finding, OutcomeStatus.SKIPPED, "changed since plan: the activations were already ended")
+    still_open: set[int] = set()
+    if current is not None and current.removed_at is None:
+        still_open = {a.id for a in current.expired_open_activations(now)} & set(finding.activation_ids)
+    if current is None or not still_open:
+        outcome = Outcome(finding, OutcomeStatus.SKIPPED, "changed since plan: the activations were already ended")
+        with job.write_sessions() as session:
             job.recorder.record(session, STAGE, finding, outcome)
             session.commit()
-            return outcome
+        return outcome
 
-        keeps_access = current.grants_access(now)
-        member: ControllerMember | None = None
-        note = "another activation is still current"
-        if not keeps_access:
-            try:
-                member, note = _revoke(client, plan, policy)
-            except ControllerResponseError as exc:
+    keeps_access = current.grants_access(now)
+    member: ControllerMember | None = None
+    note = "another activation is still current"
+    # As in repair, the write is recorded as pending first and sent with no
+    # database lock held.
+    entry_id = job.recorder.begin(STAGE, finding) if not keeps_access and finding.revokes_access else None
+    if not keeps_access:
+        try:
+            member, note = _revoke(client, plan, policy)
+        except ControllerResponseError as exc:
+            confirmed = False
+            if not isinstance(exc, MemberChanged):
+                outcome, member = read_back(client, finding, ActionKind.EXPIRE, exc)
+                confirmed = outcome.status is OutcomeStatus.APPLIED
+            if confirmed:
+                plan.deauthorized = True
+                note = "deauthorized (confirmed by reading the member back)"
+            else:
                 # The activation stays open, so the next run tries again.
                 outcome = _not_revoked(plan, exc)
-                job.recorder.record(session, STAGE, finding, outcome)
-                session.commit()
+                with job.write_sessions() as session, job.recording_after_write(finding):
+                    job.recorder.complete(session, entry_id, STAGE, finding, outcome)
+                    session.commit()
                 return outcome
 
-        with job.recording_after_write(finding):
-            if member is not None:
-                portal_state.update_cached_member(session, member, now)
-            # A membership with an activation still to come stays active, or that
-            # activation would never grant access: an inactive state always wins.
-            scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
-            ended = portal_state.end_activations(
-                session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
-            )
-            outcome = Outcome(
-                finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
-                revision=member.revision if member is not None else None,
-            )
-            after = {"authorized": member.authorized, "revision": member.revision} if member else None
-            job.recorder.record(session, STAGE, finding, outcome, after=after)
-            session.commit()
+    with job.write_sessions() as session, job.recording_after_write(finding):
+        now = job.now()
+        if member is not None:
+            portal_state.update_cached_member(session, member, now)
+        # A membership with an activation still to come stays active, or that
+        # activation would never grant access: an inactive state always wins.
+        scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
+        ended = portal_state.end_activations(
+            session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
+        )
+        outcome = Outcome(
+            finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
+            revision=member.revision if member is not None else None,
+        )
+        after = {"authorized": member.authorized, "revision": member.revision} if member else None
+        job.recorder.complete(session, entry_id, STAGE, finding, outcome, after=after)
+        session.commit()
     _log_applied(job, plan, outcome)
     return outcome
 
@@ -273,7 +301,11 @@ def _revoke(
     try:
         member = client.deauthorize_member(plan.network.id, finding.node_id, expected_revision=finding.expected_revision)
     except MemberNotFound:
-        return None, "the member is not on the controller"
+        # Listed as authorized a moment ago, so ending the activation on the
+        # strength of this 404 could leave the member on the network.
+        raise ControllerResponseError(
+            CONTRADICTION, network_id=plan.network.id, node_id=finding.node_id
+        ) from None
     plan.deauthorized = True
     return member, "deauthorized"
 

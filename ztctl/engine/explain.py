@@ -33,7 +33,7 @@ from ztctl.engine.history import HistoryEntry, HistoryFilter, query_history
 from ztctl.engine.job import open_job
 from ztctl.engine.model import Finding, Mode
 from ztctl.engine.portal_state import MembershipView
-from ztctl.errors import ControllerError, UsageError
+from ztctl.errors import ControllerError, NetworkNotFound, UsageError
 from ztctl.portal.models import ControllerMemberCache, Network
 
 RECENT_ACTIONS = 10
@@ -58,12 +58,16 @@ class Explanation:
     acknowledgement: AcknowledgementView | None = None
     deleted_at: datetime | None = None
     """When ztctl last deleted this member from the controller, if it ever did."""
+    network_missing: bool = False
+    """Whether the controller returned 404 for the network."""
 
     @property
     def verdict(self) -> str:
         """Return one sentence: whether the member is authorized, and why."""
         if self.live_error is not None:
             state = "unknown right now (the controller could not be read)"
+        elif self.network_missing:
+            state = "not on the controller, which has no network with this ID"
         elif self.live is None:
             state = "not on the controller"
         elif self.live_network is not None and not self.live_network.private:
@@ -126,6 +130,7 @@ class Explanation:
             "recent_actions": [entry.to_dict() for entry in self.recent],
             "next_run": [finding.to_dict() for finding in self.next_run],
             "acknowledgement": self.acknowledgement.to_dict() if self.acknowledgement else None,
+            "network_missing": self.network_missing,
         }
 
 
@@ -188,7 +193,11 @@ def _read_live(loaded: LoadedSettings, result: Explanation) -> None:
         token = resolve_token(loaded)
         with build_controller(loaded.settings.controller, token, read_only=True) as client:
             client.probe()
-            result.live_network = client.get_network(result.network_id)
+            try:
+                result.live_network = client.get_network(result.network_id)
+            except NetworkNotFound:
+                result.network_missing = True
+                return
             result.live = client.get_member(result.network_id, result.node_id)
     except ControllerError as exc:
         result.live_error = str(exc)

@@ -15,9 +15,10 @@ from ztctl.errors import UsageError
 from ztctl.portal.models import AuditEntry, Run
 
 ACTIONS = (*(str(kind) for kind in ActionKind), "none")
-"""What an audit entry records as its action; ``none`` is a finding with no action, or a network that failed."""
-OUTCOMES = (*(str(status) for status in OutcomeStatus), "found")
-"""``found`` is a finding that a read-only run recorded instead of applying it."""
+"""Actions an audit entry records. ``none`` marks a finding with no action, or a network that failed."""
+OUTCOMES = (*(str(status) for status in OutcomeStatus), "found", "pending")
+"""Outcomes an audit entry records. ``found`` marks a finding that a read-only run recorded instead of
+applying it. ``pending`` marks a write in flight, or one that a killed run left for the next run to settle."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class HistoryFilter:
     limit: int = 200
 
     def __post_init__(self) -> None:
-        # A filter that can match nothing would answer "nothing happened", which is worse than an error.
+        # A filter that can match nothing would report "nothing happened", which is worse than an error.
         if self.network_id is not None and not is_network_id(self.network_id):
             raise UsageError(f"invalid --network {self.network_id!r}: expected 16 hex digits")
         if self.node_id is not None and not is_node_id(self.node_id):

@@ -50,6 +50,9 @@ from ztctl.redact import redact
 
 log = logging.getLogger(__name__)
 
+PENDING = "pending"
+"""The outcome of an audit entry whose write was sent but whose result is not known yet."""
+
 _ACCESS_BY_MODE = {Mode.APPLY: WriteAccess.ALL, Mode.AUDIT: WriteAccess.AUDIT_ONLY, Mode.DRY_RUN: WriteAccess.NONE}
 
 
@@ -111,6 +114,46 @@ class RunRecorder:
                 revision=outcome.revision if outcome and outcome.revision is not None else finding.expected_revision,
             )
         )
+
+    def begin(self, stage: str, finding: Finding, *, before: dict[str, Any] | None = None) -> int | None:
+        """Commit a ``pending`` audit entry for a write about to be sent, and return its ID.
+
+        A run killed while the write is in flight leaves this entry behind, and
+        the next run finds out from the controller what became of the write.
+        """
+        if not self.enabled or self.run_id is None:
+            return None
+        with self._sessions() as session:
+            entry = AuditEntry(
+                run_id=self.run_id, stage=stage, network_id=finding.network_id, node_id=finding.node_id,
+                action=str(finding.action) if finding.action else "none", outcome=PENDING,
+                reason=redact(finding.reason), before=before, revision=finding.expected_revision,
+            )
+            session.add(entry)
+            session.commit()
+            return entry.id
+
+    def complete(
+        self,
+        session: Session,
+        entry_id: int | None,
+        stage: str,
+        finding: Finding,
+        outcome: Outcome,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """Turn the pending entry ``entry_id`` into the outcome, in ``session``, to commit with the change."""
+        entry = session.get(AuditEntry, entry_id) if entry_id is not None else None
+        if entry is None:
+            self.record(session, stage, finding, outcome, before=before, after=after)
+            return
+        entry.outcome = str(outcome.status)
+        entry.detail = redact(outcome.detail)
+        entry.after = after
+        if outcome.revision is not None:
+            entry.revision = outcome.revision
 
     def record_network_error(self, session: Session, stage: str, network_id: str, error: str) -> None:
         """Add an audit entry for a network that failed as a whole, so that the next run shows it first."""

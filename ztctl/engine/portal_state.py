@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -19,6 +20,7 @@ from ztctl.controller.base import (
     is_network_id,
     is_node_id,
 )
+from ztctl.errors import UnreadableTime
 from ztctl.portal.models import (
     Activation,
     ControllerMemberCache,
@@ -101,20 +103,31 @@ def managed_networks(session: Session, problems: list[str]) -> list[Network]:
     return networks
 
 
-def memberships_by_node(session: Session, network_id: str, problems: list[str]) -> dict[str, MembershipView]:
+def memberships_by_node(
+    session: Session, network_id: str, problems: list[str], *, skip_unreadable: bool = False
+) -> dict[str, MembershipView]:
     """Return every membership of a network, removed ones included, keyed by lower-case node ID.
 
     Two queries, whatever the number of memberships. A row whose node ID is
     malformed is skipped, and one that repeats a node ID in another case
     yields to the more restrictive of the two; both are described in ``problems``.
+    A membership with a time that cannot be read raises ``UnreadableTime``,
+    or with ``skip_unreadable`` is left out and described in ``problems``.
     """
     statement = (
         select(Membership)
         .where(Membership.network_id == network_id)
         .options(selectinload(Membership.activations))
     )
+    try:
+        rows = list(session.scalars(statement))
+    except UnreadableTime:
+        if not skip_unreadable:
+            raise
+        session.rollback()
+        rows = _readable_memberships(session, statement, problems)
     views: dict[str, MembershipView] = {}
-    for row in session.scalars(statement):
+    for row in rows:
         node_id = (row.node_id or "").lower()
         if not is_node_id(node_id):
             problems.append(
@@ -182,8 +195,15 @@ def memberships_with_expired_activations(
         .options(selectinload(Membership.activations))
         .order_by(Membership.network_id, Membership.node_id)
     )
+    try:
+        rows = list(session.scalars(statement))
+    except UnreadableTime:
+        # One row with a time that cannot be read must not hold back every
+        # other expiry: load the memberships one at a time and skip that one.
+        session.rollback()
+        rows = _readable_memberships(session, statement, problems)
     views = []
-    for row in session.scalars(statement):
+    for row in rows:
         node_id = (row.node_id or "").lower()
         if is_network_id(row.network_id) and is_node_id(node_id):
             views.append(_view(row, node_id))
@@ -193,6 +213,20 @@ def memberships_with_expired_activations(
                 "but a malformed network or node ID, so it cannot be revoked; fix the portal row"
             )
     return views
+
+
+def _readable_memberships(session: Session, statement: Any, problems: list[str]) -> list[Membership]:
+    ids = session.scalars(statement.with_only_columns(Membership.id)).all()
+    rows = []
+    for membership_id in ids:
+        try:
+            rows.extend(session.scalars(statement.where(Membership.id == membership_id)))
+        except UnreadableTime as exc:
+            session.rollback()
+            problems.append(
+                f"membership {membership_id} skipped: {exc}, so its expired activations cannot be ended; {exc.hint}"
+            )
+    return rows
 
 
 def _view(row: Membership, node_id: str | None = None) -> MembershipView:

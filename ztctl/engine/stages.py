@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.engine import portal_state
 from ztctl.engine.ack import active_acknowledgements, apply_acknowledgements
-from ztctl.engine.apply import apply_finding
+from ztctl.engine.apply import apply_finding, settle_interrupted_writes
 from ztctl.engine.drift import DriftPolicy, find_drift, find_unknown
 from ztctl.engine.expire import run_expire
 from ztctl.engine.history import previous_failures
@@ -39,7 +39,7 @@ from ztctl.engine.sync import (
     sync_network,
 )
 from ztctl.engine.workers import for_each_network
-from ztctl.errors import ControllerUnreachable, PortalUnavailable
+from ztctl.errors import ControllerUnreachable, PortalUnavailable, UnreadableTime
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,18 @@ def plan_network(
     assert network is not None
     report = NetworkReport(network.id, name=network.name or snapshot.portal_name, private=network.private)
     report.member_count = len(snapshot.members)
-    with job.sessions() as session:
-        memberships = portal_state.memberships_by_node(session, network.id, job.problems)
-        deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
-        acknowledgements = active_acknowledgements(session, network.id, now)
+    try:
+        with job.sessions() as session:
+            memberships = portal_state.memberships_by_node(session, network.id, job.problems)
+            deletions = portal_state.deletions_by_node(session, network.id) if unknown else {}
+            acknowledgements = active_acknowledgements(session, network.id, now)
+    except UnreadableTime as exc:
+        # Without every membership the plan could take a member for unknown
+        # and act on it, so the network waits until the row is fixed.
+        report.error = f"{exc}; nothing was changed on this network ({exc.hint})"
+        report.counts.errors += 1
+        log.error("network %s: %s", network.id, report.error, extra={"network": network.id})
+        return report
     policy = DriftPolicy.for_network(job.settings.policies, network.id)
     members = list(snapshot.members)
     if drift:
@@ -213,6 +221,7 @@ def _command(name: str) -> Callable[[Callable[..., RunResult]], Callable[..., Ru
         def run_command(job: Job, **kwargs: object) -> RunResult:
             run = RunResult(str(kwargs.pop("command", name)), job.mode)
             try:
+                settle_interrupted_writes(job)
                 with job.sessions() as session:
                     run.previous_failures = previous_failures(session, exclude_run=job.recorder.run_id)
                 body(job, run, **kwargs)
@@ -317,6 +326,10 @@ def _stream(job: Job, run: RunResult, steps: tuple[tuple[str, bool, bool], ...],
             report = plan_network(job, stage_name, snapshot, drift=drift, unknown=unknown_members)
             finish_network(job, stage_name, report)
             reports.append(report)
+            if report.error is not None:
+                # The later stages would fail on the same portal rows.
+                reports.extend(None for _ in steps[len(reports) - 1 :])
+                break
         return reports
 
     job.progress_stage = "networks"

@@ -45,6 +45,7 @@ from sqlalchemy.orm import sessionmaker
 from ztctl.errors import ConfigError, DatabaseError, ReadOnlyViolation
 from ztctl.portal.models import Base
 from ztctl.portal.write_guard import DML_VERBS, find_writes
+from ztctl.redact import mask_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,12 @@ def redact_url(url: str) -> str:
     return f"{address}{question_mark}{query}"
 
 
+def url_passwords(url: URL) -> list[str]:
+    """Return the passwords in ``url``: the one in the user part and a ``password=`` query parameter."""
+    secrets = (url.password, url.query.get("password"))
+    return [secret for secret in secrets if isinstance(secret, str) and secret]
+
+
 def write_access(engine: sqlalchemy.Engine) -> WriteAccess:
     """Return the access that ``create_portal_engine`` gave ``engine``; ALL for any other engine."""
     info = _engine_info.get(engine)
@@ -203,6 +210,13 @@ def _parse_url(url: str) -> URL:
     if parsed.drivername not in ("sqlite", "postgresql", "postgresql+psycopg"):
         raise ConfigError(f"database URL {redacted!r} has an unsupported scheme {parsed.drivername!r}",
                           hint=_url_forms_hint())
+    if parsed.host and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first @, so the host that it
+        # found contains the rest of the password, which the driver would quote in errors.
+        raise ConfigError(
+            f"database URL {redacted!r} has a password or user name that contains an @",
+            hint="Percent-encode each @ in the user name and password as %40.",
+        )
     if parsed.drivername == "sqlite" and (not parsed.database or parsed.database == ":memory:"
                                           or parsed.database.startswith("file:")):
         raise ConfigError(f"database URL {redacted!r} names no SQLite file: the portal must be a file",
@@ -318,11 +332,7 @@ def _database_errors(engine: sqlalchemy.Engine, action: str) -> Iterator[None]:
     try:
         yield
     except sqlalchemy.exc.DBAPIError as error:
-        url = engine.url
-        reason = " ".join(str(error.orig).split())
-        for secret in (url.password, url.query.get("password")):
-            if isinstance(secret, str) and secret:
-                reason = reason.replace(secret, "***")
+        reason = mask_secrets(" ".join(str(error.orig).split()), url_passwords(engine.url))
         hint = _CONNECTION_HINT if isinstance(error, sqlalchemy.exc.OperationalError) else None
         raise DatabaseError(f"could not {action} portal database {display_url(engine)}: {reason}",
                             hint=hint) from None

@@ -12,8 +12,9 @@ dies, so a killed run never leaves a stale lock behind:
   ``application_name`` is the owner string, which lets a second run name the
   holder through ``pg_locks`` and ``pg_stat_activity``.
 - SQLite: an exclusive ``flock`` on ``<database path>.lock``, taken with
-  ``filelock``. The holder writes its owner, host, PID and start time to
-  ``<database path>.lock.owner``, which a second run reads to name it.
+  ``filelock``, where the path has its symlinks resolved. The holder writes
+  its owner, host, PID and start time to ``<database path>.lock.owner``,
+  which a second run reads to name it.
 
 Either way a second run fails at once with ``LockHeld`` (exit status 6), or
 polls until ``wait`` seconds have passed.
@@ -26,9 +27,12 @@ portal URL must point at the server or at a pool in session mode.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -43,8 +47,9 @@ import filelock
 import psycopg
 import sqlalchemy
 
-from ztctl.errors import DatabaseError, LockHeld
-from ztctl.portal.db import POSTGRES_CONNECT_TIMEOUT_S, display_url
+from ztctl.errors import DatabaseError, LockHeld, UsageError
+from ztctl.portal.db import POSTGRES_CONNECT_TIMEOUT_S, display_url, url_passwords
+from ztctl.redact import mask_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,10 @@ ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(RUN_LOCK_NAME.encode()).digest
 
 POLL_INTERVAL_S = 0.25
 """Time between two attempts while waiting for the lock."""
+
+MAX_WAIT_S = 24 * 3600
+"""Maximum ``wait`` for the lock, in seconds: one day, far longer than a run takes, so that a mistyped
+value such as 1e309 cannot make a run wait for ever."""
 
 # PostgreSQL truncates application_name to 63 bytes and replaces characters
 # outside printable ASCII, so the owner is cut down to that form beforehand.
@@ -140,18 +149,49 @@ def acquire_run_lock(engine: sqlalchemy.Engine, *, wait: float | None, owner: st
     ``owner`` describes this run to a run that finds the lock held, such as
     "ztctl reconcile on host1 pid 4242". With ``wait`` None or 0 the lock is
     tried once. Otherwise it is tried every ``POLL_INTERVAL_S`` until ``wait``
-    seconds have passed. Raises LockHeld when another run still holds it, and
+    seconds have passed. Raises LockHeld when another run still holds it,
+    UsageError for a ``wait`` that is not from 0 to ``MAX_WAIT_S``, and
     DatabaseError when the lock cannot be taken for another reason.
     """
-    if wait is not None and wait < 0:
-        raise ValueError(f"wait must be None or at least 0 seconds, got {wait}")
-    wait = wait or 0.0
+    wait = _check_wait(wait)
     backend = engine.dialect.name
     if backend == "postgresql":
         return _acquire_postgres_lock(engine, wait=wait, owner=owner)
     if backend == "sqlite":
         return _acquire_file_lock(engine, wait=wait, owner=owner)
     raise ValueError(f"no run lock for database backend {backend!r}: expected postgresql or sqlite")
+
+
+def check_run_lock(engine: sqlalchemy.Engine, *, owner: str) -> None:
+    """Raise LockHeld if another run holds the run lock of the portal database behind ``engine``.
+
+    Unlike ``acquire_run_lock``, this creates no file, so a dry run can call
+    it. On SQLite it tries the lock file only if the file exists, and on
+    PostgreSQL it takes the advisory lock as ``owner`` and releases it at
+    once. Raises DatabaseError when the lock could not be taken for another
+    reason.
+    """
+    backend = engine.dialect.name
+    if backend == "postgresql":
+        with _acquire_postgres_lock(engine, wait=0.0, owner=owner):
+            return
+    if backend == "sqlite":
+        _check_file_lock(engine)
+        return
+    raise ValueError(f"no run lock for database backend {backend!r}: expected postgresql or sqlite")
+
+
+def _check_wait(wait: float | None) -> float:
+    if wait is None:
+        return 0.0
+    # A wait of inf or 1e309 (which float() reads as inf) would never end, and
+    # with nan the deadline comparisons are all false.
+    if not math.isfinite(wait) or not 0 <= wait <= MAX_WAIT_S:
+        raise UsageError(
+            f"--wait {wait:g} is not a number of seconds from 0 to {MAX_WAIT_S}",
+            hint=f"Give --wait SECONDS with SECONDS from 0 to {MAX_WAIT_S} (one day).",
+        )
+    return float(wait)
 
 
 def _poll(try_lock: Callable[[], bool], *, wait: float, on_first_failure: Callable[[], None]) -> bool:
@@ -288,11 +328,7 @@ def _check_advisory_lock(engine: sqlalchemy.Engine, connection: psycopg.Connecti
 
 def _hide_password(engine: sqlalchemy.Engine, error: psycopg.Error) -> str:
     """Return the driver's message on one line with the URL's password replaced by ***."""
-    reason = " ".join(str(error).split())
-    for secret in (engine.url.password, engine.url.query.get("password")):
-        if isinstance(secret, str) and secret:
-            reason = reason.replace(secret, "***")
-    return reason
+    return mask_secrets(" ".join(str(error).split()), url_passwords(engine.url))
 
 
 @contextmanager
@@ -317,7 +353,15 @@ def _database_path(engine: sqlalchemy.Engine) -> Path:
             f"portal database {display_url(engine)} is not an SQLite file, so there is no file to lock beside it"
         )
     path = Path(database).expanduser()
-    return path if path.is_absolute() else Path.cwd() / path
+    # The lock file is named after the real path, so that runs that reach
+    # one database through different symlinks take the same lock.
+    return (path if path.is_absolute() else Path.cwd() / path).resolve()
+
+
+def _lock_paths(engine: sqlalchemy.Engine) -> tuple[Path, Path]:
+    """Return the lock file and the owner record of the SQLite database behind ``engine``."""
+    database_path = _database_path(engine)
+    return Path(f"{database_path}.lock"), Path(f"{database_path}.lock.owner")
 
 
 _OWNER_RECORD_GRACE = 0.5
@@ -325,9 +369,7 @@ _OWNER_RECORD_GRACE = 0.5
 
 
 def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) -> RunLock:
-    database_path = _database_path(engine)
-    lock_path = Path(f"{database_path}.lock")
-    owner_path = Path(f"{database_path}.lock.owner")
+    lock_path, owner_path = _lock_paths(engine)
     # On a filesystem without flock, filelock would otherwise fall back to a
     # lock that is the file's existence, which a killed run leaves behind.
     file_lock = filelock.FileLock(lock_path, thread_local=False, fallback_to_soft=False, preserve_lock_file=True)
@@ -338,11 +380,7 @@ def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) ->
         except filelock.Timeout:
             return False
         except OSError as error:
-            raise DatabaseError(
-                f"could not take the run lock file {lock_path} of portal database {display_url(engine)}: "
-                f"{error.strerror or error}",
-                hint="Check that this user may create and lock files in the database's directory.",
-            ) from None
+            raise _lock_file_error(engine, lock_path, error) from None
         return True
 
     is_locked = _poll(
@@ -353,14 +391,7 @@ def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) ->
         ),
     )
     if not is_locked:
-        hint = "The lock is released when the holder's process ends. If that run is stuck, stop that process."
-        holder = _describe_file_holder(owner_path)
-        if not owner_path.exists():
-            # The holder writes its record just after it takes the lock, so a
-            # run that lost the race by a moment gives it that moment.
-            time.sleep(_OWNER_RECORD_GRACE)
-            holder = _describe_file_holder(owner_path)
-        raise _lock_held_error(engine, holder, wait=wait, hint=hint)
+        raise _lock_held_error(engine, _wait_for_file_holder(owner_path), wait=wait, hint=_FILE_LOCK_HINT)
 
     lock_file_identity = _file_identity(lock_path)
     _write_owner_file(owner_path, owner)
@@ -385,6 +416,52 @@ def _acquire_file_lock(engine: sqlalchemy.Engine, *, wait: float, owner: str) ->
             )
 
     return RunLock(owner, release, check)
+
+
+def _check_file_lock(engine: sqlalchemy.Engine) -> None:
+    lock_path, owner_path = _lock_paths(engine)
+    try:
+        # Without O_CREAT, so that a missing lock file stays missing.
+        descriptor = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        # A run creates the lock file before it locks it, so no run holds the lock.
+        if not os.access(lock_path.parent, os.W_OK | os.X_OK):
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            raise _lock_file_error(engine, lock_path, denied) from None
+        return
+    except OSError as error:
+        raise _lock_file_error(engine, lock_path, error) from None
+    try:
+        # flock cannot test a lock without taking it, so a run that tries the
+        # lock in this moment finds it held and exits with LockHeld.
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _lock_held_error(engine, _wait_for_file_holder(owner_path), wait=0, hint=_FILE_LOCK_HINT) from None
+    except OSError as error:
+        raise _lock_file_error(engine, lock_path, error) from None
+    finally:
+        # Closing the descriptor releases the lock.
+        os.close(descriptor)
+
+
+_FILE_LOCK_HINT = "The lock is released when the holder's process ends. If that run is stuck, stop that process."
+
+
+def _lock_file_error(engine: sqlalchemy.Engine, lock_path: Path, error: OSError) -> DatabaseError:
+    return DatabaseError(
+        f"could not take the run lock file {lock_path} of portal database {display_url(engine)}: "
+        f"{error.strerror or error}",
+        hint="Check that this user may create and lock files in the database's directory.",
+    )
+
+
+def _wait_for_file_holder(owner_path: Path) -> str:
+    """Describe the holder of the lock file, giving a holder that has not written its record yet a moment."""
+    if not owner_path.exists():
+        # The holder writes its record just after it takes the lock, so a
+        # run that lost the race by a moment gives it that moment.
+        time.sleep(_OWNER_RECORD_GRACE)
+    return _describe_file_holder(owner_path)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

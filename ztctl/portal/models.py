@@ -29,8 +29,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from ztctl.errors import UnreadableTime
 
 # Stable constraint names, so that Alembic migrations can refer to them on
 # both SQLite and PostgreSQL.
@@ -47,6 +50,27 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _CheckedSQLiteDateTime(sqlite.DATETIME):
+    """SQLite's datetime type, raising ``UnreadableTime`` for a value it cannot parse.
+
+    SQLite stores whatever text a portal writes into the column, and the
+    engine isolates ``UnreadableTime`` to the rows it belongs to.
+    """
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        parse = super().result_processor(dialect, coltype)
+        if parse is None:
+            return None
+
+        def process(value: object) -> datetime | None:
+            try:
+                return parse(value)
+            except (ValueError, TypeError):
+                raise UnreadableTime(value) from None
+
+        return process
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC and always returned timezone-aware.
 
@@ -57,6 +81,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_CheckedSQLiteDateTime())
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -25,6 +25,11 @@ class Fault:
       the status line and headers with the full ``Content-Length`` but only the
       first half of the body, and closes the connection. An empty body stays
       empty, so the response then arrives whole.
+    - ``Fault.empty_body()`` runs the request (its changes are kept), then
+      answers with its status and an empty body.
+    - ``Fault.trickle(seconds)`` runs the request, then sends its body one byte
+      at a time with ``seconds`` between bytes: each read is quick, the whole
+      answer is not.
 
     ``emu.requests`` records a reset or truncated request with status 0.
     """
@@ -61,6 +66,16 @@ class Fault:
     @classmethod
     def truncate(cls) -> Fault:
         return cls("truncate")
+
+    @classmethod
+    def empty_body(cls) -> Fault:
+        return cls("empty_body")
+
+    @classmethod
+    def trickle(cls, seconds: float) -> Fault:
+        if seconds <= 0:
+            raise ValueError(f"invalid trickle interval {seconds!r}: expected seconds > 0")
+        return cls("trickle", seconds=float(seconds))
 
 
 @dataclass(slots=True)

@@ -174,10 +174,13 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
             response = Response(fault.status_code, fault.body, None, fault.headers)
         else:
             response = self._handle(path, target.query, body)
+        if fault is not None and fault.kind == "empty_body":
+            response = Response(response.status, b"", None, ())
         truncate = fault is not None and fault.kind == "truncate"
         self._record(target.path, target.query, body, 0 if truncate else response.status)
         logger.debug("emulator %s %s -> %d", self.command, path, response.status)
-        self._send(response, truncate=truncate)
+        trickle = fault.seconds if fault is not None and fault.kind == "trickle" else 0.0
+        self._send(response, truncate=truncate, trickle=trickle)
 
     def _handle(self, path: str, query: str, body: bytes) -> Response:
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -220,7 +223,7 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
 
-    def _send(self, response: Response, *, truncate: bool) -> None:
+    def _send(self, response: Response, *, truncate: bool, trickle: float = 0.0) -> None:
         closing = self.close_connection or self.requests_on_connection >= KEEP_ALIVE_MAX_REQUESTS
         # send_response_only, unlike send_response, adds no Server or Date
         # header; the real controller sends neither.
@@ -241,6 +244,15 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
         if truncate:
             self.wfile.write(response.body[: len(response.body) // 2])
             self.close_connection = True
+            return
+        if trickle:
+            try:
+                for index in range(len(response.body)):
+                    self.wfile.write(response.body[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(trickle)
+            except OSError:
+                self.close_connection = True  # the client gave up, as it should
             return
         self.wfile.write(response.body)
 
