@@ -12,9 +12,10 @@ from db_fixtures import *  # noqa: F403
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from ztctl.errors import PortalFileError, ReadOnlyViolation, UsageError
+from ztctl.errors import ExitCode, PortalFileError, ReadOnlyViolation, UsageError
 from ztctl.portal.db import WriteAccess, create_portal_engine, session_factory
 from ztctl.portal.models import Activation, Membership, Network
+from ztctl.portal.portal_document import validate_document
 from ztctl.portal.portal_file import (
     LoadPlan,
     PortalDocument,
@@ -404,6 +405,138 @@ def test_every_problem_collected() -> None:
     assert problems[3].startswith("networks[2] (xyz): id must be 16 hex digits")
 
 
+# Anchors, aliases, nesting and large values
+
+ALIAS_UNSUPPORTED = "write the entry out in full; anchors and aliases are not supported"
+
+
+def alias_bomb(levels: int) -> str:
+    """Return a YAML "billion laughs" document: each anchor is a list of four aliases of the one before."""
+    lines = ["a0: &a0 [x, x, x, x]"]
+    lines += [f"a{level}: &a{level} [*a{level - 1}, *a{level - 1}, *a{level - 1}, *a{level - 1}]"
+              for level in range(1, levels)]
+    lines.append(f"networks: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def shared_list_bomb(levels: int) -> list[object]:
+    """Return a list that repeats one object 4 ** levels times, as YAML aliases would."""
+    value: list[object] = ["x"] * 4
+    for _level in range(levels):
+        value = [value] * 4
+    return value
+
+
+def test_yaml_alias_bomb_rejected() -> None:
+    # 4 ** 24 values: formatting them in a message would never finish.
+    with pytest.raises(PortalFileError) as raised:
+        parse(alias_bomb(24), source="bomb.yaml")
+    assert raised.value.exit_code == ExitCode.USAGE
+    assert raised.value.message == "portal file bomb.yaml is invalid (1 problem)"
+    assert raised.value.problems == [f"line 1, column 5: anchor &a0: {ALIAS_UNSUPPORTED}"]
+    assert "nothing was changed" in (raised.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("networks: *nets\n", f"line 1, column 11: alias *nets: {ALIAS_UNSUPPORTED}"),
+        (EXAMPLE.replace("node: 0badc0ffee", "node: &spare 0badc0ffee"),
+         f"line 12, column 15: anchor &spare: {ALIAS_UNSUPPORTED}"),
+        ("base: &base {state: active}\nnetworks: [{id: 3233204505122666, memberships: [{<<: *base}]}]\n",
+         f"line 1, column 7: anchor &base: {ALIAS_UNSUPPORTED}"),
+        ("networks: []\nextra: *" + "a" * 10_000 + "\n",
+         f"line 2, column 8: alias *{'a' * 57}...: {ALIAS_UNSUPPORTED}"),
+    ],
+)
+def test_yaml_anchor_or_alias_rejected(text: str, expected: str) -> None:
+    assert problems_of(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "expected"),
+    [
+        ("networks: " + "[" * 10_000 + "]" * 10_000 + "\n", "portal.yaml",
+         "line 1, column 42: lists and mappings are nested more than 32 levels deep"),
+        ("networks:\n  - owner:\n" + "".join(f"{'  ' * level}    k:\n" for level in range(10_000)), "portal.yaml",
+         "line 33, column 65: lists and mappings are nested more than 32 levels deep"),
+        ('{"networks": ' + "[" * 10_000 + "]" * 10_000 + "}", "portal.json",
+         "line 1, column 45: arrays and objects are nested more than 32 levels deep"),
+        ('{"networks":\n "[[[[",\n "x": ' + '{"k": ' * 10_000 + "1" + "}" * 10_000 + "}", "portal.json",
+         "line 3, column 193: arrays and objects are nested more than 32 levels deep"),
+    ],
+)
+def test_deep_nesting_rejected(text: str, source: str, expected: str) -> None:
+    with pytest.raises(PortalFileError) as raised:
+        parse(text, source=source)
+    assert raised.value.exit_code == ExitCode.USAGE
+    assert raised.value.problems == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "source"),
+    [
+        ("networks: " + "[" * 31 + "]" * 31 + "\n", "portal.yaml"),
+        ('{"networks": ' + "[" * 31 + "]" * 31 + "}", "portal.json"),
+    ],
+)
+def test_nesting_at_limit_validated(text: str, source: str) -> None:
+    assert problems_of(text, source=source) == [
+        "networks[0]: the entry must be a mapping with the keys id, name, memberships, got [[[[...]]]]"
+    ]
+
+
+def test_shared_values_shortened_in_problems() -> None:
+    # Data shaped like an alias bomb, given to the validator directly.
+    bomb = shared_list_bomb(24)
+    raw = {
+        "networks": [
+            {"id": bomb, "memberships": [{"node": "a1b2c3d4e5", "state": "active", "owner": bomb}]},
+            bomb,
+        ],
+        bomb[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: bomb,
+    }
+    document, problems = validate_document(raw, numbers_as_ids=False)
+    bomb_repr = "[[[[...], [...], [...], [...]], [[...], [...], [...], [....."
+    assert document is None
+    assert [text for _position, text in problems] == [
+        "top level: unknown key 'x' (allowed: networks)",
+        f"networks[0]: id must be 16 hex digits, got {bomb_repr}",
+        f"networks[0] memberships[0] (node a1b2c3d4e5): owner must be a string, got {bomb_repr}",
+        f"networks[1]: the entry must be a mapping with the keys id, name, memberships, got {bomb_repr}",
+    ]
+
+
+def test_large_values_shortened_in_problems() -> None:
+    text = (
+        "networks:\n"
+        f"  - id: {'f' * 100_000}\n"
+        "    memberships:\n"
+        f"      - node: !!int 0x{'f' * 100_000}\n"
+        f"        ? {'k' * 100_000}\n"
+        "        : 1\n"
+        "        state: active\n"
+        f"        owner: [{', '.join(['x'] * 100_000)}]\n"
+    )
+    problems = problems_of(text)
+    network = f"networks[0] ({'f' * 57}...)"
+    # The explicit !!int tag is kept as the text written, like every other number.
+    membership = f"{network} memberships[0] (node 0x{'f' * 55}...)"
+    assert problems == [
+        f"{network}: id must be 16 hex digits, got '{'f' * 56}...",
+        f"{membership}: node must be 10 hex digits, got '0x{'f' * 54}...",
+        f"{membership}: owner must be a string, got ['x', 'x', 'x', 'x', ...]",
+        f"{membership}: unknown key '{'k' * 56}... (allowed: node, owner, name, state, activations)",
+    ]
+
+
+def test_json_number_too_long() -> None:
+    with pytest.raises(PortalFileError) as raised:
+        parse('{"networks": [{"id": ' + "1" * 5_000 + ', "memberships": []}]}', source="portal.json")
+    assert "not valid JSON" in raised.value.message
+    assert raised.value.problems == ["a number has more than 4300 digits"]
+
+
 # Rendering
 
 
@@ -649,3 +782,13 @@ def test_dry_run_plans_but_cannot_apply(portal_url: str) -> None:
 def test_load_rejects_naive_now(portal_session: Session) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         plan_load(portal_session, parse(EXAMPLE), now=datetime(2026, 12, 4, 12))
+
+
+@pytest.mark.parametrize("tagged", ["!!int abc", "!!float abc", "!!timestamp abc"])
+def test_explicit_yaml_tag_kept_as_written(tagged):
+    text = f"networks:\n  - id: {tagged}\n    memberships: []\n"
+
+    with pytest.raises(PortalFileError) as caught:
+        parse_portal_text(text, source="portal.yaml")
+
+    assert "id must be 16 hex digits, got 'abc'" in str(caught.value)

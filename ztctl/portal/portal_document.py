@@ -10,7 +10,10 @@ names the entry it is about, for example
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
+import reprlib
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -42,9 +45,68 @@ def _problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("portal_file", "{message}", {"message": message})
 
 
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+SHORT_REPR_LENGTH = 60
+"""Maximum length of a value shown in a problem."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """A ``reprlib.Repr`` that formats only as much of a value as a problem can show.
+
+    A plain ``repr`` of a large or deeply nested value takes time and memory
+    in proportion to the whole value before it can be cut. This class stops at
+    a few levels and items, and formats only a prefix of a string.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
+        self.maxstring = self.maxother = SHORT_REPR_LENGTH
+
+    def repr_str(self, value: str, level: int) -> str:
+        # A prefix keeps the start of the text, which ``short_repr`` then cuts to length.
+        return repr(value[: self.maxstring + 1])
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return repr(value[: self.maxstring + 1])
+
+    def repr_int(self, value: int, level: int) -> str:
+        # Since Python 3.11, formatting an int longer than sys.get_int_max_str_digits() (4300 by default) raises ValueError.
+        if value.bit_length() > 1000:
+            return f"<int of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(value, level)
+
+    def repr_dict(self, value: dict[Any, Any], level: int) -> str:
+        # Unlike reprlib, which sorts every key first, this keeps the order of the file.
+        if not value:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = itertools.islice(value.items(), self.maxdict)
+        pieces = [f"{self.repr1(key, level - 1)}: {self.repr1(item, level - 1)}" for key, item in items]
+        if len(value) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_SHORT_REPR = _ShortRepr()
+
+
+def short_repr(value: Any) -> str:
+    """Return the repr of ``value`` cut to at most SHORT_REPR_LENGTH characters.
+
+    The work does not grow with the size or depth of ``value``, so a problem
+    can quote any value that a parser returns.
+    """
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= SHORT_REPR_LENGTH else f"{text[: SHORT_REPR_LENGTH - 3]}..."
+
+
+def short_text(value: Any) -> str:
+    """Return a string cut to at most SHORT_REPR_LENGTH characters, or ``short_repr`` of any other value."""
+    if not isinstance(value, str):
+        return short_repr(value)
+    return value if len(value) <= SHORT_REPR_LENGTH else f"{value[: SHORT_REPR_LENGTH - 3]}..."
 
 
 def normalize_id(value: Any, digits: int, *, numbers_as_ids: bool) -> str | None:
@@ -65,7 +127,7 @@ def _validate_id(value: Any, info: ValidationInfo, digits: int) -> str:
     normalized = normalize_id(value, digits, numbers_as_ids=numbers_as_ids)
     if normalized is None:
         shown = str(value) if numbers_as_ids and isinstance(value, int) and not isinstance(value, bool) else value
-        raise _problem(f"{info.field_name} must be {digits} hex digits, got {_short_repr(shown)}")
+        raise _problem(f"{info.field_name} must be {digits} hex digits, got {short_repr(shown)}")
     return normalized
 
 
@@ -85,15 +147,15 @@ def parse_time(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"is not an ISO 8601 time such as 2026-12-04T09:00:00Z, got {_short_repr(value)}") from None
+            raise ValueError(f"is not an ISO 8601 time such as 2026-12-04T09:00:00Z, got {short_repr(value)}") from None
     else:
-        raise ValueError(f"must be an ISO 8601 time such as 2026-12-04T09:00:00Z, got {_short_repr(value)}")
+        raise ValueError(f"must be an ISO 8601 time such as 2026-12-04T09:00:00Z, got {short_repr(value)}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(f"{_short_repr(value)} has no time zone: add Z for UTC or an offset such as +02:00")
+        raise ValueError(f"{short_repr(value)} has no time zone: add Z for UTC or an offset such as +02:00")
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{_short_repr(value)} is out of range once converted to UTC") from None
+        raise ValueError(f"{short_repr(value)} is out of range once converted to UTC") from None
 
 
 def _validate_time(value: Any, info: ValidationInfo) -> datetime:
@@ -108,13 +170,13 @@ def _validate_optional_text(value: Any, info: ValidationInfo) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _problem(f"{info.field_name} must be a string, got {_short_repr(value)}")
+        raise _problem(f"{info.field_name} must be a string, got {short_repr(value)}")
     if len(value) > MAX_TEXT_LENGTH:
         raise _problem(f"{info.field_name} must be at most {MAX_TEXT_LENGTH} characters, got {len(value)}")
     if any(unicodedata.category(character) == "Cc" for character in value):
         # Control characters do not survive a dump (YAML turns some into line
         # breaks) and PostgreSQL rejects NUL.
-        raise _problem(f"{info.field_name} must not contain control characters, got {_short_repr(value)}")
+        raise _problem(f"{info.field_name} must not contain control characters, got {short_repr(value)}")
     return value
 
 
@@ -222,12 +284,12 @@ def entry_label(list_name: str, index: int, entry: Any) -> str:
     if not isinstance(entry, dict):
         return label
     if list_name == "networks" and isinstance(entry.get("id"), str | int):
-        return f"{label} ({entry['id']})"
+        return f"{label} ({short_text(entry['id'])})"
     if list_name == "memberships" and isinstance(entry.get("node"), str | int):
-        return f"{label} (node {entry['node']})"
+        return f"{label} (node {short_text(entry['node'])})"
     if list_name == "activations" and isinstance(entry.get("start"), str | datetime):
         start = entry["start"]
-        return f"{label} (start {format_time(start) if isinstance(start, datetime) else start})"
+        return f"{label} (start {format_time(start) if isinstance(start, datetime) else short_text(start)})"
     return label
 
 
@@ -253,14 +315,14 @@ def describe_error(raw: Any, details: Any) -> tuple[tuple[int, ...], str]:
 
 def _error_message(details: Any, field: Any, model: type[_Entry]) -> str:
     error_type = details["type"]
-    value = _short_repr(details.get("input"))
+    value = short_repr(details.get("input"))
     keys = ", ".join(model.model_fields)
     if error_type == "portal_file":
         return str(details["ctx"]["message"])
     if error_type == "missing":
         return f"{field} is required"
     if error_type == "extra_forbidden":
-        return f"unknown key {field!r} (allowed: {keys})"
+        return f"unknown key {short_repr(field)} (allowed: {keys})"
     if error_type == "literal_error":
         return f"{field} must be {details['ctx']['expected']}, got {value}"
     if error_type == "list_type":
@@ -271,7 +333,7 @@ def _error_message(details: Any, field: Any, model: type[_Entry]) -> str:
         return f"the entry must be a mapping with the keys {keys}, got {value}"
     if field is None:
         return str(details["msg"])
-    return f"{field}: {details['msg']}"
+    return f"{short_text(field)}: {details['msg']}"
 
 
 def _find_duplicates(raw: Any, *, numbers_as_ids: bool) -> Iterator[tuple[tuple[int, ...], str]]:

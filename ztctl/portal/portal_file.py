@@ -34,6 +34,9 @@ Rules:
   string is the same as leaving the key out.
 - Unknown keys, a key given twice in one mapping, and a network, membership
   or activation (same start and expires) given twice are errors.
+- YAML anchors and aliases (``&name`` and ``*name``, which merge keys such as
+  ``<<: *name`` need) are errors, so each entry is written out in full. Lists
+  and mappings nested more than ``MAX_NESTING`` (32) levels deep are errors.
 - An invalid file changes nothing, and ``PortalFileError`` lists every
   problem with the entry it is about.
 
@@ -46,6 +49,8 @@ activations are not written. A dump loads back to the same state.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from typing import Any
 
 import yaml
@@ -54,7 +59,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from ztctl.errors import PortalFileError, UsageError
 from ztctl.portal.models import Activation, Membership, Network
-from ztctl.portal.portal_document import PortalDocument, format_time, validate_document
+from ztctl.portal.portal_document import (
+    PortalDocument,
+    format_time,
+    short_repr,
+    short_text,
+    validate_document,
+)
 from ztctl.portal.portal_load import (
     ActivationChange,
     LoadPlan,
@@ -80,13 +91,24 @@ __all__ = [
 ]
 
 FORMATS = ("yaml", "json")
+MAX_NESTING = 32
+"""Maximum number of lists and mappings nested in one another in a portal file.
+
+A valid file needs 7. The limit leaves room to report values of the wrong
+shape, and keeps the recursive YAML composer and JSON decoder far from
+Python's recursion limit.
+"""
 _UNRESOLVED_YAML_TAGS = frozenset(
     {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
 )
 
 
+class _RejectedInput(Exception):
+    """Input that parses but that a portal file does not allow. The message names the line."""
+
+
 class _PortalLoader(yaml.SafeLoader):
-    """A SafeLoader that keeps numbers and times as strings and records duplicate keys.
+    """A SafeLoader that keeps numbers and times as strings, records duplicate keys and rejects aliases.
 
     Plain PyYAML would read ``node: 0123456789`` as the integer 123456789, and
     it keeps only the last of two equal keys without an error.
@@ -95,6 +117,36 @@ class _PortalLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[str] = []
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # An alias shares a node instead of copying it, so a file of a few
+        # hundred bytes can stand for billions of values ("billion laughs"),
+        # and the time to walk or format the data grows fourfold per level.
+        event = self.peek_event()
+        mark = event.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            raise _RejectedInput(
+                f"{where}: alias *{short_text(event.anchor)}: write the entry out in full; "
+                "anchors and aliases are not supported"
+            )
+        if event.anchor is not None:
+            raise _RejectedInput(
+                f"{where}: anchor &{short_text(event.anchor)}: write the entry out in full; "
+                "anchors and aliases are not supported"
+            )
+        if isinstance(event, yaml.ScalarEvent):
+            return super().compose_node(parent, index)
+        # The composer calls itself for every level, so deep nesting would
+        # otherwise end in a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _RejectedInput(f"{where}: lists and mappings are nested more than {MAX_NESTING} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
@@ -109,7 +161,7 @@ class _PortalLoader(yaml.SafeLoader):
             if first is not None:
                 mark = key_node.start_mark
                 self.duplicate_keys.append(
-                    f"line {mark.line + 1}, column {mark.column + 1}: duplicate key {key!r} "
+                    f"line {mark.line + 1}, column {mark.column + 1}: duplicate key {short_repr(key)} "
                     f"(first given at line {first.line + 1}); YAML would keep only the last value"
                 )
             else:
@@ -121,6 +173,19 @@ _PortalLoader.yaml_implicit_resolvers = {
     first_character: [(tag, pattern) for tag, pattern in resolvers if tag not in _UNRESOLVED_YAML_TAGS]
     for first_character, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _construct_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    # An explicit tag such as !!int or !!timestamp still reaches these types;
+    # the value is then kept as written, and validation reports what is wrong with it.
+    if not isinstance(node, yaml.ScalarNode):
+        mark = node.start_mark
+        raise _RejectedInput(f"line {mark.line + 1}, column {mark.column + 1}: {node.tag} on a list or mapping")
+    return str(loader.construct_scalar(node))
+
+
+for _tag in _UNRESOLVED_YAML_TAGS:
+    _PortalLoader.add_constructor(_tag, _construct_as_text)
 
 
 def format_for_source(source: str) -> str:
@@ -135,12 +200,13 @@ def parse_portal_text(text: str, *, source: str, fmt: str | None = None) -> Port
     default it follows the suffix of ``source``.
     """
     fmt = fmt or format_for_source(source)
-    if fmt == "yaml":
-        raw, syntax_problems = _load_yaml(text)
-    elif fmt == "json":
-        raw, syntax_problems = _load_json(text)
-    else:
+    if fmt not in FORMATS:
         raise UsageError(f"unknown portal file format {fmt!r}", hint="Use yaml or json.")
+    try:
+        raw, syntax_problems = _load_yaml(text) if fmt == "yaml" else _load_json(text)
+    except _RejectedInput as error:
+        raise PortalFileError(f"portal file {source} is invalid (1 problem)", [str(error)],
+                              hint="Fix the entry listed and load the file again; nothing was changed.") from None
     if raw is None and syntax_problems:
         raise PortalFileError(f"portal file {source} is not valid {fmt.upper()}", syntax_problems,
                               hint="Fix the syntax and load the file again; nothing was changed.")
@@ -178,13 +244,16 @@ def _load_yaml(text: str) -> tuple[Any, list[str]]:
 
 
 def _load_json(text: str) -> tuple[Any, list[str]]:
+    _check_json_nesting(text)
     duplicate_keys: list[str] = []
 
     def build_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key, value in pairs:
             if key in result:
-                duplicate_keys.append(f"duplicate key {key!r} in one object; JSON parsers keep only the last value")
+                duplicate_keys.append(
+                    f"duplicate key {short_repr(key)} in one object; JSON parsers keep only the last value"
+                )
             result[key] = value
         return result
 
@@ -192,7 +261,38 @@ def _load_json(text: str) -> tuple[Any, list[str]]:
         data = json.loads(text, object_pairs_hook=build_object)
     except json.JSONDecodeError as error:
         return None, [f"line {error.lineno}, column {error.colno}: {error.msg}"]
+    except ValueError:
+        # json raises a plain ValueError, with no position, for an integer
+        # longer than the limit that int() enforces.
+        return None, [f"a number has more than {sys.get_int_max_str_digits()} digits"]
     return data, duplicate_keys
+
+
+# A JSON string, or one bracket outside strings.
+_JSON_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _check_json_nesting(text: str) -> None:
+    """Raise _RejectedInput if arrays and objects are nested more than MAX_NESTING levels deep.
+
+    The decoder in ``json`` recurses for every level and raises RecursionError,
+    which names no position, so the brackets are counted first. The count
+    matches the decoder's for every prefix that the decoder accepts.
+    """
+    depth = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                position = match.start()
+                line = text.count("\n", 0, position) + 1
+                column = position - text.rfind("\n", 0, position)
+                raise _RejectedInput(
+                    f"line {line}, column {column}: arrays and objects are nested more than {MAX_NESTING} levels deep"
+                )
+        elif token in ("]", "}"):
+            depth -= 1
 
 
 def dump_portal(session: Session) -> PortalDocument:
