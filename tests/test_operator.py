@@ -263,7 +263,7 @@ def test_adopt_dry_run_writes_nothing(workspace):
     before = workspace.table_rows()
     result = workspace.run("--dry-run", "adopt", UNMANAGED)
 
-    assert result.exit_code == ExitCode.OK, result.output
+    assert result.exit_code == ExitCode.CHANGES_PENDING, result.output
     assert "dry run" in result.stdout
     assert "9999999999 (active" in result.stdout
     assert workspace.table_rows() == before
@@ -491,11 +491,23 @@ def test_json_logs_one_object_per_line(workspace):
 
 
 def test_cron_run_with_nothing_to_do_is_silent(reconciled):
+    # The scenario's authorized unknown member is accepted, so nothing is left to say.
+    reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
     result = reconciled.run("reconcile")
 
     assert result.exit_code == ExitCode.OK
     assert result.stdout == ""
     assert result.stderr == ""
+
+
+def test_authorized_unknown_member_warned_every_run(reconciled):
+    runs = [reconciled.run("reconcile") for _ in range(2)]
+
+    for result in runs:
+        assert result.exit_code == ExitCode.OK, result.output
+        assert result.stdout == ""
+        assert "unknown member 0badc0ffee on network" in result.stderr
+        assert "is authorized" in result.stderr
 
 
 def test_cron_run_that_acts_prints_one_line(workspace):

@@ -67,14 +67,14 @@ FLAG_SETS = {
 OK, PENDING, USAGE = ExitCode.OK, ExitCode.CHANGES_PENDING, ExitCode.USAGE
 # Exit status of each command in a dry run, an audit, and the three apply runs.
 # `unknown` has nothing to apply under the report policy, `diff` without
-# --apply is a dry run, and `portal load`, `portal dump` and `db upgrade` reject the
-# modes they lack.
+# --apply is a dry run, `--apply` rejects the read-only modes, and `portal load`,
+# `portal dump` and `db upgrade` reject the modes they lack.
 EXPECTED_CODES = {
     "reconcile": (PENDING, PENDING, OK),
     "expire": (PENDING, PENDING, OK),
     "sync": (PENDING, PENDING, OK),
     "diff": (PENDING, PENDING, PENDING),
-    "diff-apply": (PENDING, PENDING, OK),
+    "diff-apply": (USAGE, USAGE, OK),
     "repair": (PENDING, PENDING, OK),
     "unknown": (OK, PENDING, OK),
     "portal-load": (OK, USAGE, OK),

@@ -20,6 +20,7 @@ import typer
 from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
+from ztctl import __version__
 from ztctl.cli import jsonout
 from ztctl.cli.operator import register as register_operator_commands
 from ztctl.cli.options import (
@@ -173,9 +174,19 @@ app.add_typer(portal_app, name="portal")
 app.add_typer(db_app, name="db")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"ztctl {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
     config: ConfigOption = None,
     dry_run: DryRunOption = False,
     audit: AuditOption = False,
@@ -222,6 +233,10 @@ def diff(
     """Show drift between the portal and the controller per network; exit 1 when there is some."""
     try:
         mode = options.mode
+        if apply and mode is not Mode.APPLY:
+            raise UsageError(
+                f"--apply cannot be combined with --{mode}", hint="drop one of them: --apply writes, the other does not"
+            )
         if mode is Mode.APPLY and not apply:
             mode = Mode.DRY_RUN
         if mode is Mode.APPLY:
@@ -267,8 +282,10 @@ def portal_load(
         result = load_portal_file(loaded, file, mode=options.mode, wait=options.wait, force=options.force)
     except ZtctlError as exc:
         fail(options, "portal load", exc)
+    # Like every dry run, one that would change something exits 1.
+    code = int(ExitCode.CHANGES_PENDING if not result.applied and result.plan.changes else ExitCode.OK)
     if options.is_json:
-        document = jsonout.base_document("portal load", str(options.mode), 0)
+        document = jsonout.base_document("portal load", str(options.mode), code)
         document.update(source=result.source, applied=result.applied, summary=result.counts,
                         changes=list(result.plan.changes))
         jsonout.emit(document)
@@ -278,6 +295,7 @@ def portal_load(
             console.print(f"  {change}", highlight=False)
         verb = "loaded" if result.applied else "dry run, nothing written"
         console.print(f"portal {verb} from {result.source}: {result.describe()}")
+    raise typer.Exit(code)
 
 
 @command(portal_app, "dump", options=BASIC_OPTIONS)

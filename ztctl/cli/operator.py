@@ -167,12 +167,15 @@ def register(app: typer.Typer) -> None:
                 job.close()
         except ZtctlError as exc:
             fail(options, "adopt", exc)
+        # Like every dry run, one that would change something exits 1.
+        code = int(ExitCode.CHANGES_PENDING if not result.applied and result.memberships else ExitCode.OK)
         if options.is_json:
-            document = jsonout.base_document("adopt", str(options.mode), 0)
+            document = jsonout.base_document("adopt", str(options.mode), code)
             document.update(result.to_dict())
             jsonout.emit(document)
         else:
             _render_adoption(result)
+        raise typer.Exit(code)
 
     @command(app, "ack", options=("config", "dry_run", "output", "verbose", "quiet", "log_format"))
     def ack(
@@ -193,17 +196,21 @@ def register(app: typer.Typer) -> None:
             if withdraw == (until is not None):
                 raise UsageError("give either --until or --withdraw", hint="--until 7d accepts for a week")
             moment = None if withdraw else _future_moment(until or "")
-            view = acknowledge(loaded, network, node, until=moment, reason=reason, mode=options.mode)
+            view = acknowledge(
+                loaded, network, node, until=moment, reason=reason, mode=options.mode, until_text=until
+            )
         except ZtctlError as exc:
             fail(options, "ack", exc)
+        code = int(ExitCode.OK if options.mode is Mode.APPLY else ExitCode.CHANGES_PENDING)
         if options.is_json:
-            document = jsonout.base_document("ack", str(options.mode), 0)
+            document = jsonout.base_document("ack", str(options.mode), code)
             document["acknowledgement"] = view.to_dict()
             jsonout.emit(document)
         else:
             verb = "acknowledged" if options.mode is Mode.APPLY else "dry run, not recorded:"
             until_text = "withdrawn" if withdraw else f"until {view.until:%Y-%m-%d %H:%M}Z"
             stdout_console().print(f"{verb} {view.network_id}/{view.node_id} {until_text}: {printable(view.reason)}")
+        raise typer.Exit(code)
 
 
 def _future_moment(text: str) -> datetime:

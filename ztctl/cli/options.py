@@ -227,6 +227,22 @@ def merge_options(ctx: typer.Context, *, accepted: tuple[str, ...] = ALL_OPTIONS
     return options
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stderr`` is at the time of each record.
+
+    A progress bar on a terminal replaces ``sys.stderr`` while it is drawn, so
+    that log lines print above the bar instead of being glued to it.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr, read at each record
+
+
 def configure_logging(options: CliOptions) -> None:
     """Send log lines to stderr, at WARNING unless -v or -q says otherwise.
 
@@ -240,7 +256,7 @@ def configure_logging(options: CliOptions) -> None:
         level = logging.INFO
     else:
         level = logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if options.log_format is LogFormat.JSON:
         handler.setFormatter(
             JsonFormatter(

@@ -168,7 +168,7 @@ def summary_line(result: RunResult, *, dry_run: bool = False) -> str:
         parts.append(f"{len(to_change)} member(s) to change")
     unknown = f"{counts.unknown_members} unknown member(s)"
     if unknown_authorized:
-        unknown += f", {len(unknown_authorized)} of them authorized"
+        unknown += f", {len(unknown_authorized)} of them authorized when read"
     parts.append(unknown)
     if counts.errors:
         parts.append(f"{counts.errors} error(s)")

@@ -29,7 +29,7 @@ from rich.progress import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ztctl.cli import jsonout
-from ztctl.cli.options import CliOptions
+from ztctl.cli.options import CliOptions, LogFormat
 from ztctl.cli.render import (
     render_outcomes,
     render_plan,
@@ -235,11 +235,15 @@ def fail(options: CliOptions, command: str, error: ZtctlError, *, mode: Mode | N
 
 def report_error(options: CliOptions, command: str, error: BaseException, *, mode: Mode | None = None) -> None:
     code = error.exit_code if isinstance(error, ZtctlError) else ExitCode.PARTIAL_FAILURE
-    console = stderr_console()
-    console.print(f"[red]error:[/red] {_escape(redact(str(error)))}")
     hint = getattr(error, "hint", None)
-    if hint:
-        console.print(f"[dim]hint:[/dim] {_escape(redact(hint))}")
+    if options.log_format is LogFormat.JSON:
+        # A log collector must get the line that says why the run failed too.
+        log.error("%s", redact(str(error)), extra={"hint": redact(hint) if hint else None, "exit_code": int(code)})
+    else:
+        console = stderr_console()
+        console.print(f"[red]error:[/red] {_escape(redact(str(error)))}")
+        if hint:
+            console.print(f"[dim]hint:[/dim] {_escape(redact(hint))}")
     if options.is_json:
         if mode is None:
             try:

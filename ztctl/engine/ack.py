@@ -57,6 +57,7 @@ def acknowledge(
     until: datetime | None,
     reason: str,
     mode: Mode,
+    until_text: str | None = None,
 ) -> AcknowledgementView:
     """Record that the difference for one member is accepted until ``until``; a dry run only checks it.
 
@@ -77,15 +78,22 @@ def acknowledge(
     job = open_job(loaded, command="ack", mode=mode, needs_controller=False)
     try:
         now = job.now()
+        given = f"--until {until_text}" if until_text else f"--until {until.isoformat() if until else ''}"
         if until is None:
+            with job.sessions() as session:
+                if node_id not in active_acknowledgements(session, network_id, now):
+                    raise UsageError(
+                        f"{network_id}/{node_id} has no acknowledgement in force, so there is nothing to withdraw",
+                        hint="check the IDs with ztctl explain",
+                    )
             until = now
         elif until.tzinfo is None:
-            raise UsageError(f"--until {until.isoformat()} has no time zone", hint="add Z for UTC")
+            raise UsageError(f"{given} has no time zone", hint="add Z for UTC")
         elif until <= now:
-            raise UsageError(f"--until {until.isoformat()} is not in the future")
+            raise UsageError(f"{given} is not in the future", hint="give a later time, or a duration such as 7d")
         elif until > now + MAX_ACKNOWLEDGEMENT:
             raise UsageError(
-                f"--until {until:%Y-%m-%d} is more than {MAX_ACKNOWLEDGEMENT.days} days ahead",
+                f"{given} ends {until:%Y-%m-%d}, more than {MAX_ACKNOWLEDGEMENT.days} days ahead",
                 hint="acknowledge again when it ends, if the difference is still accepted",
             )
         with job.sessions() as session:

@@ -16,6 +16,8 @@ from ztctl.portal.models import AuditEntry, Run
 
 ACTIONS = (*(str(kind) for kind in ActionKind), "none")
 """Actions an audit entry records. ``none`` marks a finding with no action, or a network that failed."""
+JOB_COMMANDS = ("reconcile", "expire", "sync", "diff", "repair", "unknown")
+"""The commands that run the job's stages against the controller."""
 OUTCOMES = (*(str(status) for status in OutcomeStatus), "found", "pending")
 """Outcomes an audit entry records. ``found`` marks a finding that a read-only run recorded instead of
 applying it. ``pending`` marks a write in flight, or one that a killed run left for the next run to settle."""
@@ -137,7 +139,11 @@ def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict
     A failure stays visible until a later run finishes; that run then shows
     its own failures, if any.
     """
-    statement = select(Run).where(Run.mode == "apply", Run.finished_at.is_not(None))
+    # Only the job's own commands: a refused `adopt` or a `portal load` says
+    # nothing about the controller, and must neither show up nor hide a failure.
+    statement = select(Run).where(
+        Run.mode == "apply", Run.finished_at.is_not(None), Run.command.in_(JOB_COMMANDS)
+    )
     if exclude_run is not None:
         statement = statement.where(Run.id != exclude_run)
     last = session.scalars(statement.order_by(Run.id.desc()).limit(1)).one_or_none()

@@ -152,21 +152,27 @@ def _flag_unknown(job: Job, report: NetworkReport) -> None:
     unknown = {f.node_id: f for f in report.findings if f.kind is DriftKind.UNKNOWN}
     with job.sessions() as session:
         flagged = portal_state.unknown_flags(session, report.network_id)
-    if flagged == set(unknown):
-        return
-    with job.write_sessions() as session:
-        newly_flagged = portal_state.flag_unknown_members(session, report.network_id, set(unknown), job.now())
-        session.commit()
-    # Log once, when a member is first seen unknown, so that cron mail does
-    # not repeat the same line every minute. Only an authorized one is a
-    # warning: an unauthorized one is usually a device asking to join.
-    for node_id in sorted(newly_flagged):
-        finding = unknown[node_id]
-        level = logging.WARNING if finding.controller_state.startswith("authorized") else logging.INFO
-        log.log(
-            level, "unknown member %s on network %s (%s): %s",
-            node_id, report.network_id, finding.controller_state, finding.reason,
-        )
+    newly_flagged: set[str] = set()
+    if flagged != set(unknown):
+        with job.write_sessions() as session:
+            newly_flagged = portal_state.flag_unknown_members(session, report.network_id, set(unknown), job.now())
+            session.commit()
+    # An authorized member that no one in the portal knows has access it
+    # should not have, so it is a warning on every run until it is dealt with
+    # or acknowledged. An unauthorized one is usually a device asking to join,
+    # logged once when first seen, so that cron mail stays quiet.
+    for node_id, finding in sorted(unknown.items()):
+        authorized = finding.controller_state.startswith("authorized")
+        if authorized and finding.pending and finding.action is None:
+            log.warning(
+                "unknown member %s on network %s is authorized: %s",
+                node_id, report.network_id, finding.reason, extra={"network": report.network_id, "node": node_id},
+            )
+        elif node_id in newly_flagged:
+            log.info(
+                "unknown member %s on network %s (%s): %s",
+                node_id, report.network_id, finding.controller_state, finding.reason,
+            )
 
 
 def _count_outcome(report: NetworkReport, action: ActionKind | None, status: OutcomeStatus) -> None:
