@@ -301,7 +301,7 @@ def test_output_that_cannot_be_written_exits_5(workspace):
     with open("/dev/full", "w", encoding="utf-8") as full:
         result = subprocess.run(
             [sys.executable, "-m", "ztctl", "--output", "json", "diff"],
-            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60,
+            stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
         )
 
     assert result.returncode == ExitCode.PARTIAL_FAILURE, result.stderr

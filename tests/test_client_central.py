@@ -604,9 +604,19 @@ def test_deauthorize_twice_posts_once(central: CentralEmulator, connect) -> None
 
 
 def test_authorize_already_authorized_no_post(central: CentralEmulator, connect) -> None:
-    member = connect(central).authorize_member(NETWORK, NODE, expected_revision=1)
+    member = connect(central).authorize_member(NETWORK, NODE)
 
     assert member.authorized is True
+    assert sent(central, "POST") == []
+
+
+def test_authorize_at_planned_revision_in_target_state_is_contradiction(central: CentralEmulator, connect) -> None:
+    # A plan to authorize at revision 1 saw the member deauthorized there; the
+    # member now reads authorized at that same revision.
+    with pytest.raises(ControllerResponseError) as caught:
+        connect(central).authorize_member(NETWORK, NODE, expected_revision=1)
+
+    assert "contradict each other" in str(caught.value)
     assert sent(central, "POST") == []
 
 

@@ -12,12 +12,14 @@ preauthorizes d4e5f6a7b8, all on the engineering network.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -635,3 +637,57 @@ def test_interrupted_write_settled_next_run(workspace, monkeypatch):
     assert "stopped while this write was in flight" in settled[0][1]
     assert query(workspace, "SELECT count(*) FROM audit_log WHERE outcome = 'pending'")[0][0] == 0
     assert_converges(workspace)
+
+
+def test_grant_during_expiry_write_survives(workspace, monkeypatch):
+    # While bob's deauthorization is in flight, the portal extends his
+    # activation by eight hours. The extension must stand, and the same
+    # run's repair gives bob his access back.
+    expire_module = importlib.import_module("ztctl.engine.expire")
+    original = expire_module.revoke_with_fresh_revision
+    later = datetime.now(UTC) + timedelta(hours=8)
+    if workspace.database_url.startswith("sqlite"):
+        later = later.replace(tzinfo=None)  # stored as naive UTC there
+
+    def revoke_then_extend(finding, deauthorize):
+        member = original(finding, deauthorize)
+        workspace.sql(
+            "UPDATE activations SET expires_at = :later WHERE membership_id = "
+            "(SELECT id FROM memberships WHERE node_id = :node)",
+            later=later, node=BOB,
+        )
+        return member
+
+    monkeypatch.setattr(expire_module, "revoke_with_fresh_revision", revoke_then_extend)
+    result = workspace.run("reconcile")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert open_activations(workspace, BOB) == 1
+    assert query(workspace, f"SELECT state FROM memberships WHERE node_id = '{BOB}'")[0][0] == "active"
+    assert authorization(workspace.emulator, ENGINEERING)[BOB] is True
+    assert "granted access again" in result.stderr
+
+
+def test_revocation_goes_on_when_revisions_move(workspace, monkeypatch):
+    # Every single read of a member reports one revision more than the member
+    # list did. Skipping each revocation as "changed since plan" would leave
+    # erin on the network on every run; the portal still denies her access,
+    # so the deauthorization is sent against the newer revision.
+    from ztctl.controller.base import ControllerMember
+    from ztctl.controller.zerotier_one import ZeroTierOneClient
+
+    original = ZeroTierOneClient._read_member_once
+
+    def read_ahead(self, network_id, node_id):
+        member = original(self, network_id, node_id)
+        if member is None or not member.authorized:
+            return member
+        return replace(member, revision=member.revision + 1) if isinstance(member, ControllerMember) else member
+
+    monkeypatch.setattr(ZeroTierOneClient, "_read_member_once", read_ahead)
+    result = workspace.run("reconcile")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert authorization(workspace.emulator, ENGINEERING)[ERIN] is False
+    assert authorization(workspace.emulator, ENGINEERING)[BOB] is False
+    assert ("repair", ERIN, "deauthorize", "applied") in outcomes(workspace)

@@ -35,7 +35,7 @@ def table_names(engine: sqlalchemy.Engine) -> set[str]:
         return set(sqlalchemy.inspect(connection).get_table_names())
 
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_upgrade_matches_models(blank_portal_url: str) -> None:

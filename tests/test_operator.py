@@ -325,9 +325,12 @@ def test_ack_stops_counting_drift_until_it_expires(reconciled):
 
 
 def test_ack_holds_back_repair_until_it_ends(workspace):
-    for node in ("e5f6a7b8c9", "b2c3d4e5f6", "0badc0ffee"):
+    for node in ("e5f6a7b8c9", "0badc0ffee"):
         acked = workspace.run("ack", ENGINEERING, node, "--until", "1d", "--reason", "accepted")
         assert acked.exit_code == ExitCode.OK, acked.output
+    expiry = workspace.run("ack", ENGINEERING, "b2c3d4e5f6", "--until", "1d", "--reason", "accepted")
+    assert expiry.exit_code == ExitCode.USAGE, expiry.output
+    assert "no difference that an acknowledgement can cover" in expiry.stderr
     result = workspace.run("reconcile")
     audit = workspace.run("--audit", "reconcile")
     dry_run = workspace.run("--dry-run", "reconcile")
@@ -347,6 +350,25 @@ def test_ack_holds_back_repair_until_it_ends(workspace):
     assert authorized_now["b2c3d4e5f6"] is False, "an activation still ends at its expiry"
     planned = {(f.node_id, str(f.action)) for stage in after_ack.stages for f in stage.findings if f.action}
     assert ("e5f6a7b8c9", "deauthorize") in planned
+
+
+def test_ack_covers_only_the_difference_accepted(reconciled):
+    # 0badc0ffee is accepted as an unknown member. Once the portal knows it
+    # and revokes it, that is a new difference, which the acknowledgement
+    # does not cover.
+    acked = reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
+    quiet = reconciled.run("--audit", "diff")
+    portal = drift_portal(datetime.now(UTC)).replace(
+        "      - node: abcdef0123\n",
+        "      - node: 0badc0ffee\n        state: inactive\n      - node: abcdef0123\n",
+    )
+    reconciled.load(portal)
+    result = reconciled.run("reconcile")
+
+    assert acked.exit_code == ExitCode.OK, acked.output
+    assert quiet.exit_code == ExitCode.OK, quiet.output
+    assert result.exit_code == ExitCode.OK, result.output
+    assert authorization(reconciled.emulator, ENGINEERING)["0badc0ffee"] is False
 
 
 def test_ack_refuses_network_not_managed(workspace):

@@ -503,3 +503,23 @@ def test_recreated_member_found_once_cache_expires(tmp_path, portal_url, make_em
 
     assert result.exit_code == ExitCode.OK, result.output
     assert authorization(emulator, ENGINEERING)["e5f6a7b8c9"] is (not caught)
+
+
+def test_text_in_removed_at_is_reported(sqlite_workspace):
+    space = sqlite_workspace
+    space.sql("UPDATE networks SET removed_at = 'soon' WHERE id = :id", id=ENGINEERING)
+
+    result = space.run("reconcile")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "removed_at 'soon', which is not a time" in result.stdout + result.stderr
+
+
+def test_text_in_network_created_at_stops_nothing(sqlite_workspace):
+    space = sqlite_workspace
+    space.sql("UPDATE networks SET created_at = 'soon' WHERE id = :id", id=ENGINEERING)
+
+    result = space.run("reconcile")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert authorization(space.emulator, ENGINEERING) == EXPECTED_AFTER

@@ -150,7 +150,12 @@ class MemberNotFound(ControllerResponseError):
 
 
 class MemberChanged(ControllerResponseError):
-    """The member is not in the state the plan was made from, so the write was not sent."""
+    """The member is not in the state the plan was made from, so the write was not sent.
+
+    ``current`` is the member as read just now, when the change is a new revision.
+    """
+
+    current: object | None = None
 
 
 class PortalUnavailable(ZtctlError):

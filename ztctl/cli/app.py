@@ -98,7 +98,7 @@ def _run_group(main: Any, args: Any, prog_name: Any, complete_var: Any, extra: d
 
 def _internal_error(argv: list[str], exc: BaseException) -> int:
     message = redact(f"{type(exc).__name__}: {exc}")
-    log.critical("internal error, the run stopped early: %s", message, exc_info=True)
+    log.critical("internal error, the run stopped early: %s", message, exc_info=exc)
     try:
         _emit_json_error(argv, ExitCode.PARTIAL_FAILURE, "InternalError", f"internal error: {message}")
     except OSError:

@@ -163,7 +163,10 @@ class ControllerClient(ABC):
     ) -> ControllerMember:
         """Set ``authorized`` to true and return the member as stored.
 
-        With ``create=True`` the member is expected to be absent and is
+        ``expected_revision`` is the revision at which the plan saw the member
+        unauthorized: a member at that revision that reads authorized means
+        the controller's answers disagree, and ``ControllerResponseError`` is
+        raised. With ``create=True`` the member is expected to be absent and is
         created (pre-authorized), named ``name`` where the backend stores
         names; if it exists by then, ``MemberChanged`` is raised. Otherwise a
         missing member raises ``MemberNotFound``.
@@ -173,7 +176,10 @@ class ControllerClient(ABC):
     def deauthorize_member(
         self, network_id: str, node_id: str, *, expected_revision: int | None = None
     ) -> ControllerMember:
-        """Set ``authorized`` to false on an existing member and return it as stored."""
+        """Set ``authorized`` to false on an existing member and return it as stored.
+
+        ``expected_revision`` is handled as in ``authorize_member``, the other way round.
+        """
 
     @abstractmethod
     def delete_member(

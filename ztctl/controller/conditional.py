@@ -20,7 +20,7 @@ from ztctl.controller.zerotier_one_records import (
     normalize_network_id,
     normalize_node_id,
 )
-from ztctl.errors import MemberChanged, MemberNotFound
+from ztctl.errors import ControllerResponseError, MemberChanged, MemberNotFound
 
 
 class WriteAttempts:
@@ -130,6 +130,16 @@ class ConditionalWriteClient(ControllerClient):
         # broke and moved the revision, so the member's state decides instead.
         if not attempts.sent:
             _check_revision(current, expected_revision, f"{action}d")
+            if expected_revision is not None and current.authorized is authorized:
+                # The plan saw this revision in the other state, or it would not
+                # have asked for this write: the list and this read disagree.
+                raise ControllerResponseError(
+                    f"member {node_id} of network {network_id} is {action}d at revision {current.revision}, "
+                    f"but the member list showed the other state at that revision: the controller's answers "
+                    "contradict each other, so the member was not changed",
+                    network_id=network_id,
+                    node_id=node_id,
+                )
         if current.authorized is authorized:
             return current
         attempts.sent = True
@@ -163,10 +173,12 @@ class ConditionalWriteClient(ControllerClient):
 def _check_revision(member: ControllerMember, expected_revision: int | None, not_done: str) -> None:
     if expected_revision is None or member.revision == expected_revision:
         return
-    raise MemberChanged(
+    changed = MemberChanged(
         f"member {member.node_id} of network {member.network_id} is at revision {member.revision}, "
         f"not the expected {expected_revision}, so it was not {not_done}",
         network_id=member.network_id,
         node_id=member.node_id,
         hint="The member changed after the plan was made; run again to plan from its current state.",
     )
+    changed.current = member
+    raise changed

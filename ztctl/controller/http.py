@@ -39,6 +39,8 @@ BODY_EXCERPT_CHARS = 200
 
 MAX_RESPONSE_BYTES = 256 * 2**20
 """Largest answer read. A network of 100,000 members lists in about 70 MB on zerotier-one."""
+# NOTE: this bounds the bytes read, not the memory of the parsed members,
+# which takes several times the size of the answer.
 # NOTE: a server that trickles its status line and headers is bounded only by
 # the per-read timeout; the whole-answer limit starts with the body.
 
@@ -221,7 +223,8 @@ class HttpSession:
         """Parse a response body as JSON; raise ``ControllerResponseError`` naming the request if invalid."""
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: arrays nested deeper than the JSON decoder can follow.
             request = response.request
             raise ControllerResponseError(
                 f"{request.method} {request.url.path} returned a body that is not JSON: "

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from ztctl.config import LoadedSettings
 from ztctl.controller.base import is_network_id, is_node_id
 from ztctl.engine.job import current_user, open_job
-from ztctl.engine.model import Finding, Mode
-from ztctl.errors import UsageError
+from ztctl.engine.model import DriftKind, Finding, Mode
+from ztctl.errors import ControllerUnreachable, UsageError
 from ztctl.portal.models import Acknowledgement, Network
 
 
@@ -33,6 +33,11 @@ class AcknowledgementView:
     reason: str
     created_by: str
     created_at: datetime
+    kinds: frozenset[str] | None = None
+    """The drift kinds accepted; None accepts any (acknowledgements made before kinds were kept)."""
+
+    def covers(self, finding: Finding) -> bool:
+        return self.kinds is None or str(finding.kind) in self.kinds
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -42,6 +47,7 @@ class AcknowledgementView:
             "reason": self.reason,
             "created_by": self.created_by,
             "created_at": self.created_at,
+            "kinds": sorted(self.kinds) if self.kinds is not None else None,
         }
 
 
@@ -73,6 +79,7 @@ def acknowledge(
         raise UsageError("--reason is empty", hint="say why the difference is accepted")
     if any(unicodedata.category(character) in ("Cc", "Cf") for character in reason):
         raise UsageError("--reason contains control characters", hint="write it as plain text on one line")
+    kinds = None if until is None else _current_kinds(loaded, network_id, node_id)
     if mode is Mode.AUDIT:
         raise UsageError("ack does not support --audit", hint="use --dry-run to check the arguments")
     job = open_job(loaded, command="ack", mode=mode, needs_controller=False)
@@ -99,17 +106,15 @@ def acknowledge(
         with job.sessions() as session:
             managed = session.get(Network, network_id)
         if managed is None or managed.removed_at is not None:
-            raise UsageError(
-                f"network {network_id} is not managed in the portal, so no run would report a difference on it",
-                hint="check the network ID, or bring the network under management with ztctl adopt",
-            )
-        view = AcknowledgementView(network_id, node_id, until, reason.strip(), current_user(), now)
+            raise _not_managed(network_id)
+        view = AcknowledgementView(network_id, node_id, until, reason.strip(), current_user(), now, kinds)
         if mode is Mode.APPLY:
             with job.write_sessions() as session:
                 session.add(
                     Acknowledgement(
                         network_id=network_id, node_id=node_id, until=until, reason=view.reason,
                         created_at=now, created_by=view.created_by,
+                        kinds=",".join(sorted(kinds)) if kinds is not None else None,
                     )
                 )
                 session.commit()
@@ -117,6 +122,41 @@ def acknowledge(
         return view
     finally:
         job.close()
+
+
+def _not_managed(network_id: str) -> UsageError:
+    return UsageError(
+        f"network {network_id} is not managed in the portal, so no run would report a difference on it",
+        hint="check the network ID, or bring the network under management with ztctl adopt",
+    )
+
+
+def _current_kinds(loaded: LoadedSettings, network_id: str, node_id: str) -> frozenset[str]:
+    """Return the kinds of difference the member shows now, read as ``explain`` reads them.
+
+    An acknowledgement covers these and no other: a member accepted as an
+    unknown printer is not thereby accepted once the portal revokes it.
+    """
+    # Imported here because explain reads acknowledgements from this module.
+    from ztctl.engine.explain import explain
+
+    explanation = explain(loaded, network_id, node_id)
+    if not explanation.managed:
+        raise _not_managed(network_id)
+    if explanation.live_error is not None:
+        raise ControllerUnreachable(
+            f"cannot read the member from the controller, so the difference to accept is unknown: "
+            f"{explanation.live_error}",
+            hint="acknowledge once the controller answers; ztctl explain shows what it reads",
+        )
+    kinds = {str(f.kind) for f in explanation.differences if f.pending and f.kind is not DriftKind.EXPIRED}
+    if not kinds:
+        raise UsageError(
+            f"{network_id}/{node_id} shows no difference that an acknowledgement can cover "
+            "(activations still end at their expiry)",
+            hint="ztctl explain shows what the next run will do",
+        )
+    return frozenset(kinds)
 
 
 def active_acknowledgements(session: Session, network_id: str, now: datetime) -> dict[str, AcknowledgementView]:
@@ -132,7 +172,8 @@ def active_acknowledgements(session: Session, network_id: str, now: datetime) ->
     )
     return {
         row.node_id: AcknowledgementView(
-            row.network_id, row.node_id, row.until, row.reason, row.created_by, row.created_at
+            row.network_id, row.node_id, row.until, row.reason, row.created_by, row.created_at,
+            frozenset(row.kinds.split(",")) if row.kinds else None,
         )
         for row in session.scalars(statement)
     }
@@ -143,7 +184,7 @@ def apply_acknowledgements(findings: list[Finding], acknowledgements: dict[str, 
     marked = []
     for finding in findings:
         acknowledgement = acknowledgements.get(finding.node_id)
-        if acknowledgement is None or not finding.pending:
+        if acknowledgement is None or not finding.pending or not acknowledgement.covers(finding):
             marked.append(finding)
             continue
         held = f"; {finding.action} held back" if finding.action is not None else ""

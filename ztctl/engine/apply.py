@@ -12,6 +12,8 @@ the next run settles.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
@@ -19,9 +21,21 @@ from sqlalchemy import select
 from ztctl.controller.base import ControllerClient, ControllerMember
 from ztctl.engine import portal_state
 from ztctl.engine.job import PENDING, Job
-from ztctl.engine.model import ActionKind, DriftKind, Finding, Mode, Outcome, OutcomeStatus
+from ztctl.engine.model import (
+    ActionKind,
+    DriftKind,
+    Finding,
+    Mode,
+    Outcome,
+    OutcomeStatus,
+)
 from ztctl.engine.portal_state import MembershipView
-from ztctl.errors import ControllerResponseError, MemberChanged, MemberNotFound
+from ztctl.errors import (
+    ControllerError,
+    ControllerResponseError,
+    MemberChanged,
+    MemberNotFound,
+)
 from ztctl.portal.models import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -47,7 +61,12 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
     member: ControllerMember | None = None
     gone = False
     try:
-        member = send_action(client, finding)
+        if finding.action is ActionKind.DEAUTHORIZE:
+            member = revoke_with_fresh_revision(
+                finding, lambda revision: send_action(client, replace(finding, expected_revision=revision))
+            )
+        else:
+            member = send_action(client, finding)
     except MemberChanged as exc:
         outcome = Outcome(finding, OutcomeStatus.SKIPPED, f"changed since plan: {exc}")
     except MemberNotFound:
@@ -136,7 +155,8 @@ def settle_interrupted_writes(job: Job) -> None:
             continue
         try:
             member = client.get_member(entry.network_id, entry.node_id)
-        except ControllerResponseError as exc:
+        except ControllerError as exc:
+            # Left pending for a later run; this one goes on with its own work.
             log.warning("could not yet learn what became of run #%s's %s of member %s on network %s: %s",
                         entry.run_id, entry.action, entry.node_id, entry.network_id, exc)
             continue
@@ -147,9 +167,15 @@ def settle_interrupted_writes(job: Job) -> None:
             found = "authorized"
         else:
             found = "deauthorized"
+        # The read shows the member's state, not who set it: a hand-made change
+        # looks the same, and a write still in flight can land after this read.
+        if made:
+            verdict = "the state this write leaves, so it was made, or the same change was made another way"
+        else:
+            verdict = "so the write was not made by then; the next run plans from the member's state"
         detail = (
             f"run #{entry.run_id} stopped while this write was in flight; run #{job.recorder.run_id} found the "
-            f"member {found}, so the write {'was' if made else 'was not'} made"
+            f"member {found}: {verdict}"
         )
         with job.write_sessions() as session:
             row = session.get(AuditEntry, entry.id)
@@ -174,6 +200,40 @@ def portal_change(finding: Finding, current: MembershipView | None, now: Any) ->
     if current.grants_access(now) != wants_access:
         return f"the membership is now {current.access_state(now)} in the portal"
     return None
+
+
+def revoke_with_fresh_revision(
+    finding: Finding, deauthorize: Callable[[int | None], ControllerMember]
+) -> ControllerMember:
+    """Deauthorize, and once more against the member's new revision if it moved but still should go.
+
+    The portal still denies access (it was read again just before). If the
+    member is still authorized and has not become an active bridge, the plan
+    holds whatever else changed; skipping instead would leave the member on
+    the network, run after run, on a controller whose revisions keep moving.
+    A member that is unknown to the portal is planned again by the next run
+    instead, because its grace period depends on the member itself.
+    """
+    try:
+        return deauthorize(finding.expected_revision)
+    except MemberChanged as exc:
+        current = exc.current
+        if (
+            finding.kind not in (DriftKind.AUTHORIZED_NOT_ACTIVE, DriftKind.EXPIRED)
+            or not isinstance(current, ControllerMember)
+            or not current.authorized
+            or current.active_bridge
+        ):
+            raise
+        try:
+            return deauthorize(current.revision)
+        except MemberChanged as again:
+            raise ControllerResponseError(
+                f"the member kept changing while it was being deauthorized ({again}), so its access was not "
+                "removed; the next run tries again",
+                network_id=finding.network_id,
+                node_id=finding.node_id,
+            ) from None
 
 
 def send_action(client: ControllerClient, finding: Finding) -> ControllerMember:

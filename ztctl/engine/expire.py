@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from ztctl.controller.base import ControllerClient, ControllerMember, ControllerNetwork
 from ztctl.engine import portal_state
-from ztctl.engine.apply import CONTRADICTION, read_back
+from ztctl.engine.apply import CONTRADICTION, read_back, revoke_with_fresh_revision
 from ztctl.engine.drift import DriftPolicy, controller_state, protection_reason
 from ztctl.engine.job import Job
 from ztctl.engine.model import (
@@ -264,12 +264,25 @@ def _apply_one(job: Job, client: ControllerClient, plan: _PlannedExpiry, policy:
         now = job.now()
         if member is not None:
             portal_state.update_cached_member(session, member, now)
+        # Read again, in the transaction that ends the activations: the portal
+        # may have extended one or granted a new one while the write was in
+        # flight, and that grant must survive.
+        latest = portal_state.membership_view(session, finding.network_id, finding.node_id) or current
+        ending = {a.id for a in latest.expired_open_activations(now)} & still_open
+        granted_again = latest.grants_access(now) and not keeps_access
         # A membership with an activation still to come stays active, or that
         # activation would never grant access: an inactive state always wins.
-        scheduled = any(a.ended_at is None and a.starts_at > now for a in current.activations)
+        scheduled = any(a.ended_at is None and a.starts_at > now for a in latest.activations)
         ended = portal_state.end_activations(
-            session, current.id, tuple(sorted(still_open)), now, mark_inactive=not keeps_access and not scheduled
+            session, latest.id, tuple(sorted(ending)), now,
+            mark_inactive=not latest.grants_access(now) and not scheduled,
         )
+        if granted_again:
+            note += "; the portal granted access again meanwhile, so the next repair authorizes the member"
+            log.warning(
+                "member %s on network %s: the portal granted access again while its expiry was applied",
+                finding.node_id, finding.network_id,
+            )
         outcome = Outcome(
             finding, OutcomeStatus.APPLIED, f"ended {ended} activation(s); {note}",
             revision=member.revision if member is not None else None,
@@ -299,7 +312,10 @@ def _revoke(
     if policy.is_protected(member):
         return member, protection_reason(member, policy)
     try:
-        member = client.deauthorize_member(plan.network.id, finding.node_id, expected_revision=finding.expected_revision)
+        member = revoke_with_fresh_revision(
+            finding,
+            lambda revision: client.deauthorize_member(plan.network.id, finding.node_id, expected_revision=revision),
+        )
     except MemberNotFound:
         # Listed as authorized a moment ago, so ending the activation on the
         # strength of this 404 could leave the member on the network.

@@ -58,6 +58,8 @@ class Explanation:
     acknowledgement: AcknowledgementView | None = None
     deleted_at: datetime | None = None
     """When ztctl last deleted this member from the controller, if it ever did."""
+    differences: list[Finding] = field(default_factory=list)
+    """What the next run finds for the member, before acknowledgements are applied."""
     network_missing: bool = False
     """Whether the controller returned 404 for the network."""
 
@@ -216,5 +218,6 @@ def _plan_next_run(policies: PolicySettings, result: Explanation, now: datetime)
     deletions = {result.node_id: result.deleted_at} if result.deleted_at else {}
     findings = find_drift(result.live_network, members, memberships, policy, now)
     findings.extend(find_unknown(result.live_network, members, memberships, policy, now, deletions))
+    result.differences = list(findings)
     acknowledgements = {result.node_id: result.acknowledgement} if result.acknowledgement else {}
     result.next_run.extend(apply_acknowledgements(findings, acknowledgements))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import String, cast, delete, func, insert, select, update
+from sqlalchemy.orm import Session, load_only, selectinload
 
 from ztctl.controller.base import (
     ControllerMember,
@@ -90,7 +90,15 @@ _RESTRICTIVENESS = {"removed": 0, "inactive": 1}
 
 def managed_networks(session: Session, problems: list[str]) -> list[Network]:
     """Return the networks the portal manages; a row with a malformed ID is skipped and described in ``problems``."""
-    statement = select(Network).where(Network.removed_at.is_(None)).order_by(Network.id)
+    # Only the columns used: a broken time in another column of a network row
+    # must not stop every network.
+    statement = (
+        select(Network)
+        .where(Network.removed_at.is_(None))
+        .options(load_only(Network.id, Network.name, Network.removed_at))
+        .order_by(Network.id)
+    )
+    _report_unreadable_removals(session, problems)
     networks = []
     for network in session.scalars(statement):
         if is_network_id(network.id):
@@ -101,6 +109,30 @@ def managed_networks(session: Session, problems: list[str]) -> list[Network]:
                 "fix the row (ztctl portal load stores IDs in lower case)"
             )
     return networks
+
+
+def _report_unreadable_removals(session: Session, problems: list[str]) -> None:
+    """Describe networks whose ``removed_at`` holds text that is not a time.
+
+    Such a row is not NULL, so it reads as removed and would quietly stop
+    being managed; it is reported instead, on every run, until it is fixed.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return  # PostgreSQL stores only valid times in the column
+    removed = select(Network.id, cast(Network.removed_at, String)).where(Network.removed_at.is_not(None))
+    for network_id, text in session.execute(removed):
+        try:
+            datetime.fromisoformat(str(text))
+        except ValueError:
+            problems.append(
+                f"portal network {network_id!r} has removed_at {short(text)}, which is not a time, so it is "
+                "neither managed nor known to be removed; set removed_at to NULL to manage it, or to a time"
+            )
+
+
+def short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def memberships_by_node(

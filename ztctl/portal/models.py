@@ -267,7 +267,8 @@ class MemberDeletion(Base):
 class Acknowledgement(Base):
     """An operator's acceptance of a known difference for one member, until a time.
 
-    It changes what ``diff`` and audits count as pending, never what a run does.
+    Until then no run repairs a difference of the kinds it names, and ``diff``
+    and audits do not count it as pending.
     """
 
     __tablename__ = "acknowledgements"
@@ -280,3 +281,5 @@ class Acknowledgement(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     created_by: Mapped[str] = mapped_column(String(255), default="")
+    kinds: Mapped[str | None] = mapped_column(String(200), default=None)
+    """The drift kinds accepted, comma-separated; None (rows from before kinds were kept) accepts any."""
