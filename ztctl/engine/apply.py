@@ -209,7 +209,7 @@ def revoke_with_fresh_revision(
 
     The portal still denies access (it was read again just before). If the
     member is still authorized and has not become an active bridge, the plan
-    holds whatever else changed; skipping instead would leave the member on
+    is still right whatever else changed; skipping instead would leave the member on
     the network, run after run, on a controller whose revisions keep moving.
     A member that is unknown to the portal is planned again by the next run
     instead, because its grace period depends on the member itself.

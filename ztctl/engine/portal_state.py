@@ -112,7 +112,7 @@ def managed_networks(session: Session, problems: list[str]) -> list[Network]:
 
 
 def _report_unreadable_removals(session: Session, problems: list[str]) -> None:
-    """Describe networks whose ``removed_at`` holds text that is not a time.
+    """Describe networks whose ``removed_at`` contains text that is not a time.
 
     Such a row is not NULL, so it reads as removed and would quietly stop
     being managed; it is reported instead, on every run, until it is fixed.
