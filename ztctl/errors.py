@@ -86,13 +86,12 @@ class UnreadableTime(ZtctlError):
     membership the row belongs to.
     """
 
-    def __init__(self, value: object) -> None:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    def __init__(self, shown: str) -> None:
+        """``shown`` is the value as it may be quoted, already cut to a readable length."""
         super().__init__(
-            f"the portal database holds the time {shown}, which cannot be read",
+            f"the portal database contains the time {shown}, which cannot be read",
             hint="write it as YYYY-MM-DD HH:MM:SS in UTC, or end the row",
         )
-        self.value = value
 
 
 class ConfigError(ZtctlError):

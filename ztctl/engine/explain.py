@@ -186,7 +186,7 @@ def _read_portal(session: Session, result: Explanation, now: datetime) -> None:
     wanted = HistoryFilter(network_id=result.network_id, node_id=result.node_id, limit=RECENT_ACTIONS)
     result.recent = query_history(session, wanted)
     result.acknowledgement = active_acknowledgements(session, result.network_id, now).get(result.node_id)
-    result.deleted_at = portal_state.deletions_by_node(session, result.network_id).get(result.node_id)
+    result.deleted_at = portal_state.deletions_by_node(session, result.network_id, result.node_id).get(result.node_id)
 
 
 def _read_live(loaded: LoadedSettings, result: Explanation) -> None:

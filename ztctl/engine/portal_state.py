@@ -29,6 +29,7 @@ from ztctl.portal.models import (
     Membership,
     Network,
 )
+from ztctl.portal.portal_document import short_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +126,9 @@ def _report_unreadable_removals(session: Session, problems: list[str]) -> None:
             datetime.fromisoformat(str(text))
         except ValueError:
             problems.append(
-                f"portal network {network_id!r} has removed_at {short(text)}, which is not a time, so it is "
+                f"portal network {network_id!r} has removed_at {short_repr(text)}, which is not a time, so it is "
                 "neither managed nor known to be removed; set removed_at to NULL to manage it, or to a time"
             )
-
-
-def short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def memberships_by_node(
@@ -310,13 +306,15 @@ def record_deletion(
         membership.purged_at = now
 
 
-def deletions_by_node(session: Session, network_id: str) -> dict[str, datetime]:
-    """Return when ztctl last deleted each member of a network that it ever deleted."""
+def deletions_by_node(session: Session, network_id: str, node_id: str | None = None) -> dict[str, datetime]:
+    """Return when ztctl last deleted each member of a network that it ever deleted, or only ``node_id``."""
     statement = (
         select(MemberDeletion.node_id, func.max(MemberDeletion.deleted_at))
         .where(MemberDeletion.network_id == network_id)
         .group_by(MemberDeletion.node_id)
     )
+    if node_id is not None:
+        statement = statement.where(MemberDeletion.node_id == node_id)
     return {node_id: _aware(deleted_at) for node_id, deleted_at in session.execute(statement)}
 
 

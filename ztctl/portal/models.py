@@ -28,12 +28,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from ztctl.errors import UnreadableTime
+from ztctl.portal.portal_document import short_repr
 
 # Stable constraint names, so that Alembic migrations can refer to them on
 # both SQLite and PostgreSQL.
@@ -66,7 +68,7 @@ class _CheckedSQLiteDateTime(sqlite.DATETIME):
             try:
                 return parse(value)
             except (ValueError, TypeError):
-                raise UnreadableTime(value) from None
+                raise UnreadableTime(short_repr(value)) from None
 
         return process
 
@@ -233,7 +235,14 @@ class AuditEntry(Base):
     """One planned, applied, skipped, refused or failed action, or one audit finding."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_network_node", "network_id", "node_id", "recorded_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_network_node", "network_id", "node_id", "recorded_at"),
+        # Every apply run looks for pending writes in a log that only grows.
+        Index(
+            "ix_audit_log_pending", "id",
+            sqlite_where=text("outcome = 'pending'"), postgresql_where=text("outcome = 'pending'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)

@@ -1,4 +1,4 @@
-"""Tie each acknowledgement to the kinds of difference it accepts.
+"""Tie each acknowledgement to the kinds of difference it accepts, and index pending writes.
 
 Revision ID: 0004
 Revises: 0003
@@ -8,6 +8,9 @@ Create Date: 2026-12-05
   member showed when the acknowledgement was made. A later difference of
   another kind is not covered. Rows made before this revision have none,
   and keep covering every kind until they end.
+- ``ix_audit_log_pending``: a partial index on the audit entries whose write
+  is still pending. Every apply run looks for them, and the audit log grows
+  with every run, so the search must not read the whole log.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("acknowledgements") as table:
         table.add_column(sa.Column("kinds", sa.String(200), nullable=True))
+    pending = sa.text("outcome = 'pending'")
+    op.create_index("ix_audit_log_pending", "audit_log", ["id"], sqlite_where=pending, postgresql_where=pending)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_log_pending", table_name="audit_log")
     with op.batch_alter_table("acknowledgements") as table:
         table.drop_column("kinds")
