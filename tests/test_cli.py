@@ -317,3 +317,79 @@ def test_unwritable_report_path_rejected_early(workspace, tmp_path):
     assert "directory" in result.stderr
     assert "does not exist" in result.stderr
     assert [r for r in workspace.emulator.requests if r.method != "GET"] == []
+
+
+def test_report_path_that_is_directory_rejected(workspace, tmp_path):
+    result = workspace.run("--report", str(tmp_path), "reconcile")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"--report {tmp_path}: is a directory" in result.stderr
+
+
+def test_report_write_failure_after_run_exits_5(workspace, monkeypatch, tmp_path):
+    from ztctl.errors import ZtctlError
+
+    def fail_to_write(*args, **kwargs):
+        raise ZtctlError("cannot write report.json: No space left on device")
+
+    monkeypatch.setattr("ztctl.cli.runner._write_files", fail_to_write)
+    result = workspace.run("--report", str(tmp_path / "report.json"), "reconcile")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "cannot write report.json" in result.stderr
+    # The run itself finished its work, and its record shows exit status 0.
+    assert workspace.sql("SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1") == [(0,)]
+
+
+def test_closed_stdout_exits_5(workspace):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **workspace.environment()}
+    result = subprocess.run(
+        [sys.executable, "-c", "import os; os.close(1); from ztctl.cli.app import main; main()", "diff"],
+        stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+    )
+
+    assert result.returncode == ExitCode.PARTIAL_FAILURE, result.stderr
+    assert "cannot write the output" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_printed(workspace):
+    from ztctl import __version__
+
+    result = workspace.run("--version")
+
+    assert result.exit_code == ExitCode.OK
+    assert result.stdout == f"ztctl {__version__}\n"
+
+
+def test_fatal_error_follows_json_log_format(workspace):
+    workspace.emulator.stop()
+    result = workspace.run("--log-format", "json", "reconcile")
+
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == ExitCode.CONTROLLER, result.output
+    assert any("cannot reach the controller" in record["message"] for record in records), records
+    assert all(record["level"] for record in records)
+
+
+def test_apply_with_audit_is_usage_error(workspace):
+    result = workspace.run("--audit", "diff", "--apply", "--yes")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--apply cannot be combined with --audit" in result.stderr
+
+
+def test_demo_keep_with_json_output_rejected(tmp_path):
+    from typer.testing import CliRunner
+
+    from ztctl.cli.app import app
+
+    result = CliRunner().invoke(app, ["--output", "json", "demo", "--keep", str(tmp_path / "demo")])
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert json.loads(result.stdout)["error"]["message"] == "--keep cannot be used with --output json"
+    assert not (tmp_path / "demo").exists()

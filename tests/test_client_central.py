@@ -610,7 +610,7 @@ def test_authorize_already_authorized_no_post(central: CentralEmulator, connect)
     assert sent(central, "POST") == []
 
 
-def test_authorize_at_planned_revision_in_target_state_is_contradiction(central: CentralEmulator, connect) -> None:
+def test_authorize_contradicting_read_fails(central: CentralEmulator, connect) -> None:
     # A plan to authorize at revision 1 saw the member deauthorized there; the
     # member now reads authorized at that same revision.
     with pytest.raises(ControllerResponseError) as caught:

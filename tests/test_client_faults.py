@@ -445,6 +445,17 @@ def test_non_json_body(connect) -> None:
     assert "not JSON" in str(raised.value)
 
 
+def test_response_over_size_limit_fails(connect, monkeypatch) -> None:
+    monkeypatch.setattr("ztctl.controller.http.MAX_RESPONSE_BYTES", 1_000)
+    fake = FakeController({("GET", f"/controller/network/{NETWORK}"): reply(200, "x" * 5_000)})
+    client = connect(fake)
+
+    with pytest.raises(ControllerResponseError) as raised:
+        client.get_network(NETWORK)
+
+    assert "the response is larger than" in str(raised.value)
+
+
 def test_deeply_nested_body_is_not_json(connect) -> None:
     # Deeper than the JSON decoder can follow, which raises RecursionError.
     fake = FakeController({("GET", f"/controller/network/{NETWORK}"): reply(200, "[" * 200_000)})

@@ -177,8 +177,8 @@ def test_overlapping_runs_one_acts(workspace):
     second = start(workspace, "--output", "json", "reconcile")
     results = [finish(first), finish(second)]
 
-    # On a loaded machine the first run can finish before the second starts;
-    # the second then finds nothing to do, which still leaves one run acting.
+    # On a loaded machine the first run can finish before the second starts.
+    # The second then finds nothing to do, which still leaves one run acting.
     # test_run_during_write_stops_at_lock makes the overlap certain.
     codes = sorted(result.returncode for result in results)
     assert codes in ([ExitCode.OK, ExitCode.LOCK_HELD], [ExitCode.OK, ExitCode.OK]), [r.stderr for r in results]

@@ -671,7 +671,7 @@ def test_grant_during_expiry_write_survives(workspace, monkeypatch):
 def test_revocation_goes_on_when_revisions_move(workspace, monkeypatch):
     # Every single read of a member reports one revision more than the member
     # list did. Skipping each revocation as "changed since plan" would leave
-    # erin on the network on every run; the portal still denies her access,
+    # erin on the network on every run. The portal still denies her access,
     # so the deauthorization is sent against the newer revision.
     from ztctl.controller.base import ControllerMember
     from ztctl.controller.zerotier_one import ZeroTierOneClient
@@ -691,3 +691,63 @@ def test_revocation_goes_on_when_revisions_move(workspace, monkeypatch):
     assert authorization(workspace.emulator, ENGINEERING)[ERIN] is False
     assert authorization(workspace.emulator, ENGINEERING)[BOB] is False
     assert ("repair", ERIN, "deauthorize", "applied") in outcomes(workspace)
+
+
+def test_revocation_fails_when_revisions_keep_moving(workspace, monkeypatch):
+    # Each read reports a newer revision than the one before, so even the
+    # second attempt finds the member changed: the revocation fails, exit 5.
+    from ztctl.controller.zerotier_one import ZeroTierOneClient
+
+    original = ZeroTierOneClient._read_member_once
+    reads = {"count": 0}
+
+    def read_ever_newer(self, network_id, node_id):
+        member = original(self, network_id, node_id)
+        if member is None or not member.authorized:
+            return member
+        reads["count"] += 1
+        return replace(member, revision=member.revision + reads["count"])
+
+    monkeypatch.setattr(ZeroTierOneClient, "_read_member_once", read_ever_newer)
+    result = workspace.run("reconcile")
+
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "kept changing while it was being deauthorized" in result.stderr
+    assert authorization(workspace.emulator, ENGINEERING)[ERIN] is True
+    assert ("repair", ERIN, "deauthorize", "failed") in outcomes(workspace)
+
+
+def test_interrupted_write_not_sent_settled_as_failed(workspace, monkeypatch):
+    # The run stops after recording carol's write as pending but before sending it.
+    def stop_before_sending(client, finding):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ztctl.engine.apply, "send_action", stop_before_sending)
+    stopped = workspace.run("reconcile")
+    monkeypatch.undo()
+    following = workspace.run("reconcile")
+
+    settled = query(workspace, f"SELECT outcome, detail FROM audit_log WHERE node_id = '{CAROL}' ORDER BY id LIMIT 1")
+    assert stopped.exit_code == ExitCode.INTERRUPTED, stopped.output
+    assert following.exit_code == ExitCode.OK, following.output
+    assert settled[0][0] == "failed", settled
+    assert "so the write was not made by then" in settled[0][1]
+
+
+def test_pending_write_kept_while_member_unreadable(workspace, monkeypatch):
+    def stop_before_sending(client, finding):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ztctl.engine.apply, "send_action", stop_before_sending)
+    workspace.run("reconcile")
+    monkeypatch.undo()
+    # The settling read fails, as do the later reads of carol in this run.
+    workspace.emulator.inject(Fault.status(500, b'{"error": 500}'), method="GET", path=member_path(CAROL), times=20)
+    following = workspace.run("reconcile")
+
+    assert "could not yet learn what became of run" in following.stderr
+    assert query(workspace, f"SELECT outcome FROM audit_log WHERE node_id = '{CAROL}' ORDER BY id LIMIT 1") == [
+        ("pending",)
+    ]
+    # The rest of the run went on: erin's deauthorization was made.
+    assert authorization(workspace.emulator, ENGINEERING)[ERIN] is False

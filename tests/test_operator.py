@@ -353,8 +353,8 @@ def test_ack_holds_back_repair_until_it_ends(workspace):
 
 
 def test_ack_covers_only_the_difference_accepted(reconciled):
-    # 0badc0ffee is accepted as an unknown member. Once the portal knows it
-    # and revokes it, that is a new difference, which the acknowledgement
+    # 0badc0ffee is accepted as an unknown member. Once the portal has a
+    # membership for it and revokes it, that is a new difference, which the acknowledgement
     # does not cover.
     acked = reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
     quiet = reconciled.run("--audit", "diff")
@@ -513,7 +513,7 @@ def test_json_logs_one_object_per_line(workspace):
 
 
 def test_cron_run_with_nothing_to_do_is_silent(reconciled):
-    # The scenario's authorized unknown member is accepted, so nothing is left to say.
+    # The scenario's authorized unknown member is accepted, so nothing is left to report.
     reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
     result = reconciled.run("reconcile")
 
@@ -539,3 +539,36 @@ def test_cron_run_that_acts_prints_one_line(workspace):
     assert len(result.stdout.strip().splitlines()) == 1
     assert "deauthorized" in result.stdout
     assert writes(workspace.emulator)
+
+
+def test_history_since_after_until_rejected(reconciled):
+    result = reconciled.run("history", "--since", "1h", "--until", "2h")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--since is not before --until" in result.stderr
+
+
+def test_ack_withdraw_without_ack_rejected(reconciled):
+    result = reconciled.run("ack", ENGINEERING, "0badc0ffee", "--withdraw", "--reason", "gone")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "has no acknowledgement in force, so there is nothing to withdraw" in result.stderr
+
+
+def test_ack_with_controller_down_exits_4(reconciled):
+    reconciled.emulator.stop()
+    result = reconciled.run("ack", ENGINEERING, "0badc0ffee", "--until", "7d", "--reason", "lab printer")
+
+    assert result.exit_code == ExitCode.CONTROLLER, result.output
+    assert "the difference to accept is unknown" in result.stderr
+
+
+def test_adopt_drops_control_characters_from_names(workspace):
+    workspace.emulator.put_member(UNMANAGED, "7777777777", authorized=True, name="desk\x1b[2Jprinter")
+    adopted = workspace.run("adopt", UNMANAGED)
+    dumped = workspace.run("portal", "dump")
+
+    assert adopted.exit_code == ExitCode.OK, adopted.output
+    assert dumped.exit_code == ExitCode.OK, dumped.output
+    assert "desk[2Jprinter" in dumped.stdout
+    assert "\x1b" not in dumped.stdout

@@ -792,3 +792,12 @@ def test_explicit_yaml_tag_kept_as_written(tagged):
         parse_portal_text(text, source="portal.yaml")
 
     assert "id must be 16 hex digits, got 'abc'" in str(caught.value)
+
+
+def test_explicit_yaml_tag_on_mapping_rejected():
+    text = "networks:\n  - id: !!int {a: 1}\n    memberships: []\n"
+
+    with pytest.raises(PortalFileError) as caught:
+        parse_portal_text(text, source="portal.yaml")
+
+    assert "tag:yaml.org,2002:int on a list or mapping" in str(caught.value)
