@@ -86,10 +86,10 @@ class UnreadableTime(ZtctlError):
     membership the row belongs to.
     """
 
-    def __init__(self, shown: str) -> None:
-        """``shown`` is the value as it may be quoted, already cut to a readable length."""
+    def __init__(self, quoted_value: str) -> None:
+        """``quoted_value`` is the stored value as a repr, already cut to a readable length."""
         super().__init__(
-            f"the portal database contains the time {shown}, which cannot be read",
+            f"the portal database contains the time {quoted_value}, which cannot be read",
             hint="write it as YYYY-MM-DD HH:MM:SS in UTC, or end the row",
         )
 

@@ -90,7 +90,7 @@ def _demo(options: CliOptions, workdir: Path, *, keep: bool) -> int:
 
 
 def _serve(setup: DemoSetup, workdir: Path) -> None:
-    """Keep the emulator answering, with a config file for it, until Ctrl-C or SIGTERM."""
+    """Keep the emulator serving, with a config file for it, until Ctrl-C or SIGTERM."""
     config = write_demo_config(setup, workdir)
     console = stdout_console()
     console.print(Rule("the demo keeps running"))

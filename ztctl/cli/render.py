@@ -26,7 +26,7 @@ from ztctl.engine.model import (
 # would otherwise assume 80 columns and wrap every row.
 _PIPE_WIDTH = 160
 
-# The least width of a free-text column (owner, reason, detail). In a
+# The minimum width of a free-text column (owner, reason, detail). In a
 # narrower column a reason wraps to one short word per line.
 _TEXT_MIN_WIDTH = 12
 
@@ -225,7 +225,7 @@ def _render_previous_failures(console: Console, result: RunResult) -> None:
 
 def _render_errors(console: Console, result: RunResult) -> None:
     _render_previous_failures(console, result)
-    # A refusal holds for every stage of the run on its network; say it once.
+    # A refusal applies to every stage of the run on its network, so print it once.
     refused: set[str] = set()
     for stage in result.stages:
         for message in stage.errors:

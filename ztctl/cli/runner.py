@@ -237,7 +237,7 @@ def report_error(options: CliOptions, command: str, error: BaseException, *, mod
     code = error.exit_code if isinstance(error, ZtctlError) else ExitCode.PARTIAL_FAILURE
     hint = getattr(error, "hint", None)
     if options.log_format is LogFormat.JSON:
-        # A log collector must get the line that says why the run failed too.
+        # A log collector must get the line that explains why the run failed too.
         log.error("%s", redact(str(error)), extra={"hint": redact(hint) if hint else None, "exit_code": int(code)})
     else:
         console = stderr_console()

@@ -114,10 +114,10 @@ class ControllerClient(ABC):
         """Return the IDs of every network on the controller, in lower case."""
 
     def may_change(self, network_ids: list[str]) -> dict[str, bool]:
-        """Return, per network, whether the token may change its members, where the controller says.
+        """Return, per network, whether the token may change its members, where the controller reports it.
 
         A network left out is unknown. A zerotier-one token is the node's own
-        and may change everything, so the default says nothing.
+        and may change everything, so the default reports nothing.
         """
         return {}
 
@@ -165,7 +165,7 @@ class ControllerClient(ABC):
 
         ``expected_revision`` is the revision at which the plan saw the member
         unauthorized: a member at that revision that reads authorized means
-        the controller's answers disagree, and ``ControllerResponseError`` is
+        the controller's responses disagree, and ``ControllerResponseError`` is
         raised. With ``create=True`` the member is expected to be absent and is
         created (pre-authorized), named ``name`` where the backend stores
         names; if it exists by then, ``MemberChanged`` is raised. Otherwise a

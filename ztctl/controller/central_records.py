@@ -76,7 +76,7 @@ def parse_status(body: object) -> CentralStatus | None:
 
 
 def can_authorize(body: object, user_id: str) -> bool | None:
-    """Read from a network body whether ``user_id`` may authorize its members, or None if it does not say."""
+    """Read from a network body whether ``user_id`` may authorize its members, or None if the body does not include it."""
     if not isinstance(body, Mapping) or not isinstance(body.get("permissions"), Mapping):
         return None
     granted = body["permissions"].get(user_id)

@@ -38,11 +38,10 @@ every 1 to 2 minutes."""
 BODY_EXCERPT_CHARS = 200
 
 MAX_RESPONSE_BYTES = 256 * 2**20
-"""Largest answer read. A network of 100,000 members lists in about 70 MB on zerotier-one."""
-# NOTE: this bounds the bytes read, not the memory of the parsed members,
-# which takes several times the size of the answer.
-# NOTE: a server that trickles its status line and headers is bounded only by
-# the per-read timeout; the whole-answer limit starts with the body.
+"""Largest response body read. A network of 100,000 members lists in about 70 MB on zerotier-one."""
+# NOTE: the limits on a response bound the bytes of its body, not the memory
+# of the parsed members, which is several times larger. A status line and
+# headers sent a byte at a time are bounded only by the per-read timeout.
 
 DEFAULT_RESPONSE_SECONDS = 10.0
 
@@ -288,10 +287,10 @@ class HttpSession:
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
                     raise httpx.DecodingError(
-                        f"the answer is larger than {MAX_RESPONSE_BYTES // 2**20} MiB", request=request
+                        f"the response is larger than {MAX_RESPONSE_BYTES // 2**20} MiB", request=request
                     )
                 if time.monotonic() > ends:
-                    raise httpx.ReadTimeout(f"the answer took longer than {limit:g}s to arrive", request=request)
+                    raise httpx.ReadTimeout(f"the response took longer than {limit:g}s to arrive", request=request)
         finally:
             response.close()
         headers = httpx.Headers(response.headers)

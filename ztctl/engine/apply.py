@@ -59,7 +59,7 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
     # controller would otherwise keep every other network's work waiting.
     entry_id = job.recorder.begin(stage, finding, before=_before(finding))
     member: ControllerMember | None = None
-    gone = False
+    member_gone = False
     try:
         if finding.action is ActionKind.DEAUTHORIZE:
             member = revoke_with_fresh_revision(
@@ -79,7 +79,7 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
             outcome = Outcome(
                 finding, OutcomeStatus.SKIPPED, "changed since plan: the member is no longer on the controller"
             )
-            gone = True
+            member_gone = True
     except ControllerResponseError as exc:
         outcome, member = read_back(client, finding, finding.action, exc)
     else:
@@ -87,7 +87,7 @@ def apply_finding(job: Job, stage: str, finding: Finding) -> Outcome:
 
     with job.write_sessions() as session, job.recording_after_write(finding):
         now = job.now()
-        if gone:
+        if member_gone:
             portal_state.forget_cached_member(session, finding.network_id, finding.node_id, now)
         if outcome.status is OutcomeStatus.APPLIED:
             _update_cache(session, finding, member, now, run_id=job.recorder.run_id)
@@ -160,7 +160,7 @@ def settle_interrupted_writes(job: Job) -> None:
             log.warning("could not yet learn what became of run #%s's %s of member %s on network %s: %s",
                         entry.run_id, entry.action, entry.node_id, entry.network_id, exc)
             continue
-        made = write_made(entry.action, member)
+        was_made = write_made(entry.action, member)
         if member is None:
             found = "not on the controller"
         elif member.authorized:
@@ -169,7 +169,7 @@ def settle_interrupted_writes(job: Job) -> None:
             found = "deauthorized"
         # The read shows the member's state, not who set it: a hand-made change
         # looks the same, and a write still in flight can land after this read.
-        if made:
+        if was_made:
             verdict = "the state this write leaves, so it was made, or the same change was made another way"
         else:
             verdict = "so the write was not made by then; the next run plans from the member's state"
@@ -181,7 +181,7 @@ def settle_interrupted_writes(job: Job) -> None:
             row = session.get(AuditEntry, entry.id)
             if row is None:
                 continue
-            row.outcome = str(OutcomeStatus.APPLIED if made else OutcomeStatus.FAILED)
+            row.outcome = str(OutcomeStatus.APPLIED if was_made else OutcomeStatus.FAILED)
             row.detail = detail
             row.after = _after(member)
             session.commit()
@@ -209,8 +209,9 @@ def revoke_with_fresh_revision(
 
     The portal still denies access (it was read again just before). If the
     member is still authorized and has not become an active bridge, the plan
-    is still right whatever else changed; skipping instead would leave the member on
-    the network, run after run, on a controller whose revisions keep moving.
+    is still right whatever else changed. Skipping instead would leave the
+    member on the network, run after run, on a controller whose revisions keep
+    moving.
     A member that is unknown to the portal is planned again by the next run
     instead, because its grace period depends on the member itself.
     """

@@ -59,7 +59,7 @@ class Explanation:
     deleted_at: datetime | None = None
     """When ztctl last deleted this member from the controller, if it ever did."""
     differences: list[Finding] = field(default_factory=list)
-    """What the next run finds for the member, before acknowledgements are applied."""
+    """Findings of the next run for the member, before acknowledgements are applied."""
     network_missing: bool = False
     """Whether the controller returned 404 for the network."""
 

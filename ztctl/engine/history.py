@@ -139,7 +139,7 @@ def previous_failures(session: Session, *, exclude_run: int | None) -> list[dict
     A failure stays visible until a later run finishes; that run then shows
     its own failures, if any.
     """
-    # Only the job's own commands: a refused `adopt` or a `portal load` says
+    # Only the job's own commands: a refused `adopt` or a `portal load` tells
     # nothing about the controller, and must neither show up nor hide a failure.
     statement = select(Run).where(
         Run.mode == "apply", Run.finished_at.is_not(None), Run.command.in_(JOB_COMMANDS)

@@ -116,7 +116,7 @@ def _report_unreadable_removals(session: Session, problems: list[str]) -> None:
     """Describe networks whose ``removed_at`` contains text that is not a time.
 
     Such a row is not NULL, so it reads as removed and would quietly stop
-    being managed; it is reported instead, on every run, until it is fixed.
+    being managed. It is reported instead, on every run, until it is fixed.
     """
     if session.get_bind().dialect.name != "sqlite":
         return  # PostgreSQL stores only valid times in the column

@@ -157,7 +157,7 @@ def _flag_unknown(job: Job, report: NetworkReport) -> None:
         with job.write_sessions() as session:
             newly_flagged = portal_state.flag_unknown_members(session, report.network_id, set(unknown), job.now())
             session.commit()
-    # An authorized member that no one in the portal knows has access it
+    # An authorized member without a membership in the portal has access it
     # should not have, so it is a warning on every run until it is dealt with
     # or acknowledged. An unauthorized one is usually a device asking to join,
     # logged once when first seen, so that cron mail stays quiet.

@@ -176,8 +176,8 @@ _PortalLoader.yaml_implicit_resolvers = {
 
 
 def _construct_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    # An explicit tag such as !!int or !!timestamp still reaches these types;
-    # the value is then kept as written, and validation reports what is wrong with it.
+    # An explicit tag such as !!int or !!timestamp still reaches these types.
+    # The value is then kept as written, so validation reports what is wrong with it.
     if not isinstance(node, yaml.ScalarNode):
         mark = node.start_mark
         raise _RejectedInput(f"line {mark.line + 1}, column {mark.column + 1}: {node.tag} on a list or mapping")

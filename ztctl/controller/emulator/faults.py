@@ -26,7 +26,7 @@ class Fault:
       first half of the body, and closes the connection. An empty body stays
       empty, so the response then arrives whole.
     - ``Fault.empty_body()`` runs the request (its changes are kept), then
-      answers with its status and an empty body.
+      responds with its status and an empty body.
     - ``Fault.trickle(seconds)`` runs the request, then sends its body one byte
       at a time with ``seconds`` between bytes: each read is quick, the whole
       answer is not.
